@@ -1,0 +1,153 @@
+"""The codec interface every compressor implements, and the message it produces.
+
+A message is ``msgpack([codec, d, dtype, *meta]) + body``: a header of a few bytes
+(at most 32) and a packed body whose length is the papers' bit count rounded up to
+whole bytes. The body stays on the encoding device until ``to_bytes``.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, fields
+from typing import ClassVar
+
+import msgpack
+import torch
+
+from psgd.errors import FrameError
+
+DTYPES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
+DTYPE_OF_CODE = {v: k for k, v in DTYPES.items()}
+MAX_MESSAGE_HEADER = 32
+
+
+@dataclass(frozen=True, eq=False)
+class Message:
+    """One compressed vector: header fields plus a packed uint8 body."""
+
+    codec: str
+    d: int
+    dtype: torch.dtype
+    meta: tuple
+    body: torch.Tensor
+
+    def header(self) -> bytes:
+        return msgpack.packb([self.codec, self.d, DTYPES[self.dtype], *self.meta])
+
+    @property
+    def header_len(self) -> int:
+        return len(self.header())
+
+    @property
+    def body_len(self) -> int:
+        return self.body.numel()
+
+    def to_bytes(self) -> bytes:
+        """Exactly what crosses the wire: header then body."""
+        return self.header() + self.body.cpu().numpy().tobytes()
+
+
+def check_input(x: torch.Tensor) -> None:
+    """Reject what no compressor can encode, naming the parameter."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"x: expected a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in DTYPES:
+        raise ValueError(f"x: dtype must be a float type, got {x.dtype}")
+    if x.dim() != 1:
+        raise ValueError(f"x: expected a 1-D tensor, got shape {tuple(x.shape)}")
+    if x.numel() == 0:
+        raise ValueError("x: empty tensor")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x: contains NaN or Inf")
+
+
+class Compressor(ABC):
+    """A codec C: encode(x) -> message, decode(message) -> x_hat (dense).
+
+    Subclasses are frozen dataclasses (their fields are the spec's parameters) and
+    implement ``_encode``, ``_decode`` and ``body_bytes``.
+    """
+
+    name: ClassVar[str]
+    unbiased: ClassVar[bool] = False
+    summary: ClassVar[str] = ""
+
+    @property
+    def spec(self) -> str:
+        params = ",".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self))  # type: ignore[arg-type]
+        return f"{self.name}:{params}" if params else self.name
+
+    def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> Message:
+        check_input(x)
+        meta, body = self._encode(x, generator)
+        return Message(self.name, x.numel(), x.dtype, tuple(meta), body)
+
+    def decode(self, m: Message) -> torch.Tensor:
+        return self._decode(m)
+
+    def from_bytes(self, data: bytes, device: str | torch.device = "cpu") -> Message:
+        """Parse and validate bytes produced by ``to_bytes``; malformed bytes raise FrameError."""
+        unpacker = msgpack.Unpacker(max_buffer_size=MAX_MESSAGE_HEADER * 2, raw=False)
+        unpacker.feed(bytes(data[: MAX_MESSAGE_HEADER * 2]))
+        try:
+            header = unpacker.unpack()
+        except Exception as e:
+            raise FrameError(f"{self.name}: unreadable message header ({type(e).__name__})") from None
+        offset = unpacker.tell()
+        if not (isinstance(header, list) and len(header) >= 3):
+            raise FrameError(f"{self.name}: message header is not an array")
+        codec, d, dtype_code, *meta = header
+        if codec != self.name:
+            raise FrameError(f"{self.name}: message is for codec {codec!r}")
+        if not (isinstance(d, int) and d >= 1):
+            raise FrameError(f"{self.name}: bad dimension {d!r}")
+        if dtype_code not in DTYPE_OF_CODE:
+            raise FrameError(f"{self.name}: bad dtype code {dtype_code!r}")
+        if not all(isinstance(v, (int, float)) for v in meta):
+            raise FrameError(f"{self.name}: bad header fields")
+        try:
+            expected = self.body_bytes(d, tuple(meta))
+        except (ValueError, TypeError) as e:
+            raise FrameError(f"{self.name}: bad header fields ({e})") from None
+        if len(data) - offset != expected:
+            raise FrameError(f"{self.name}: body has {len(data) - offset} bytes, header implies {expected}")
+        body = torch.frombuffer(bytearray(data[offset:]), dtype=torch.uint8) if expected else torch.empty(0, dtype=torch.uint8)
+        m = Message(codec, d, DTYPE_OF_CODE[dtype_code], tuple(meta), body.to(device))
+        self._validate(m)
+        return m
+
+    def _validate(self, m: Message) -> None:
+        """Check body contents a decoder would trust (e.g. indices < d); raise FrameError."""
+
+    @abstractmethod
+    def _encode(self, x: torch.Tensor, generator: torch.Generator | None) -> tuple[tuple, torch.Tensor]:
+        """Return (header meta fields, packed uint8 body) for a validated x."""
+
+    @abstractmethod
+    def _decode(self, m: Message) -> torch.Tensor:
+        """Dense reconstruction on the body's device, in the message's dtype."""
+
+    @abstractmethod
+    def body_bytes(self, d: int, meta: tuple) -> int:
+        """Exact body length in bytes for a message with this header."""
+
+    def bits(self, d: int) -> int | None:
+        """The papers' bit count for dimension d, when it does not depend on x (else None)."""
+        return None
+
+    def omega(self, d: int) -> float | None:
+        """Variance parameter of U(omega) for unbiased compressors: E||C(x)-x||^2 <= omega ||x||^2."""
+        return None
+
+    def delta(self, d: int) -> float | None:
+        """B3(delta) parameter: E||C(x)-x||^2 <= (1 - 1/delta)||x||^2 (None when not contractive)."""
+        return None
+
+
+def fp32_bytes(n: int) -> int:
+    return 4 * n
+
+
+def packed_bytes(nbits: int) -> int:
+    return math.ceil(nbits / 8)

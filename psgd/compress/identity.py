@@ -1,0 +1,36 @@
+"""Identity: the uncompressed baseline, 32 bits per coordinate (fp32 on the wire)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from psgd.compress.base import Compressor, Message
+from psgd.compress.registry import register
+
+
+@register
+@dataclass(frozen=True)
+class Identity(Compressor):
+    name = "identity"
+    unbiased = True
+    summary = "fp32 values, no compression"
+
+    def _encode(self, x, generator):
+        return (), x.to(torch.float32, copy=True).view(torch.uint8).reshape(-1)
+
+    def _decode(self, m: Message) -> torch.Tensor:
+        return m.body.view(torch.float32).to(m.dtype)
+
+    def body_bytes(self, d, meta):
+        return 4 * d
+
+    def bits(self, d):
+        return 32 * d
+
+    def omega(self, d):
+        return 0.0
+
+    def delta(self, d):
+        return 1.0

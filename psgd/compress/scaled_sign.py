@@ -1,0 +1,50 @@
+"""Scaled sign (EF-SignSGD, Karimireddy et al. 2019; LIEC Def. 4), SPEC 2.5.
+
+C(x) = (||x||_1 / d) sign(x). Body: one fp32 scale, then d sign bits: d + 32 bits.
+Zero maps to +: the packed bit is 1 for x_i >= 0, so C(0-entries) = +scale.
+Biased; ||C(x) - x||^2 = (1 - phi(x))||x||^2 with phi = ||x||_1^2 / (d ||x||^2) >= 1/d.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from psgd.compress.base import Compressor, Message, packed_bytes
+from psgd.compress.registry import register
+from psgd.wire import pack_bits, unpack_bits
+
+
+def pack_signs(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Body of a scaled-sign message: the fp32 scale then one bit per coordinate (1 = non-negative)."""
+    return torch.cat([scale.to(torch.float32).reshape(1).view(torch.uint8), pack_bits(x >= 0)])
+
+
+def unpack_signs(body: torch.Tensor, d: int, dtype: torch.dtype) -> torch.Tensor:
+    """Dense reconstruction: +-scale per coordinate."""
+    scale = body[:4].view(torch.float32).to(dtype)
+    positive = unpack_bits(body[4:], d)
+    return torch.where(positive, scale, -scale)
+
+
+@register
+@dataclass(frozen=True)
+class ScaledSign(Compressor):
+    name = "scaled_sign"
+    summary = "(||x||_1/d) sign(x): d sign bits + one fp32 scale"
+
+    def _encode(self, x, generator):
+        return (), pack_signs(x, x.abs().sum() / x.numel())
+
+    def _decode(self, m: Message) -> torch.Tensor:
+        return unpack_signs(m.body, m.d, m.dtype)
+
+    def body_bytes(self, d, meta):
+        return 4 + packed_bytes(d)
+
+    def bits(self, d):
+        return d + 32
+
+    def delta(self, d):
+        return float(d)

@@ -1,0 +1,106 @@
+"""Top-k (greedy sparsification), SPEC 2.2: keep the k largest |x_i|.
+
+Body: k fp32 values, then k indices at ceil(log2 d) bits each, packed: k(32 + IDX) bits.
+Indices are sent in ascending order, so the message does not depend on the device.
+Biased, deterministic; B3(d/k), contraction delta = k/d.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from psgd.compress.base import Compressor, Message
+from psgd.compress.registry import register
+from psgd.errors import FrameError
+from psgd.wire import pack_uint, unpack_uint
+
+
+def index_bits(d: int) -> int:
+    """IDX = ceil(log2 d): bits to name one of d coordinates (0 when d = 1)."""
+    return (d - 1).bit_length()
+
+
+def resolve_k(name: str, d: int, ratio: float | None, k: int | None) -> int:
+    """k from exactly one of ratio (fraction of d, rounded up) or k (clipped to d)."""
+    if (ratio is None) == (k is None):
+        raise ValueError(f"{name}: give exactly one of ratio or k")
+    if ratio is not None:
+        return max(1, math.ceil(ratio * d))
+    return min(k, d)
+
+
+def check_ratio_k(name: str, ratio: float | None, k: int | None) -> None:
+    if ratio is not None and not 0 < ratio <= 1:
+        raise ValueError(f"{name}: ratio must be in (0, 1], got {ratio}")
+    if k is not None and k < 1:
+        raise ValueError(f"{name}: k must be >= 1, got {k}")
+    if (ratio is None) == (k is None):
+        raise ValueError(f"{name}: give exactly one of ratio or k")
+
+
+def pack_sparse(values: torch.Tensor, idx: torch.Tensor, d: int) -> torch.Tensor:
+    """Body of a sparse message: fp32 values then indices packed at index_bits(d) bits."""
+    parts = [values.to(torch.float32).contiguous().view(torch.uint8)]
+    if index_bits(d):
+        parts.append(pack_uint(idx, index_bits(d)))
+    return torch.cat(parts)
+
+
+def unpack_sparse(body: torch.Tensor, k: int, d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    values = body[: 4 * k].view(torch.float32)
+    if index_bits(d):
+        idx = unpack_uint(body[4 * k :], k, index_bits(d))
+    else:
+        idx = torch.zeros(k, dtype=torch.int64, device=body.device)
+    return values, idx
+
+
+def sparse_body_bytes(k: int, d: int) -> int:
+    return 4 * k + math.ceil(k * index_bits(d) / 8)
+
+
+@register
+@dataclass(frozen=True)
+class TopK(Compressor):
+    ratio: float | None = None
+    k: int | None = None
+
+    name = "topk"
+    summary = "k largest |x_i|: fp32 values + ceil(log2 d)-bit indices"
+
+    def __post_init__(self):
+        check_ratio_k(self.name, self.ratio, self.k)
+
+    def _encode(self, x, generator):
+        d = x.numel()
+        k = resolve_k(self.name, d, self.ratio, self.k)
+        idx = torch.topk(x.abs(), k, sorted=False).indices.sort().values
+        return (k,), pack_sparse(x[idx], idx, d)
+
+    def _decode(self, m: Message) -> torch.Tensor:
+        (k,) = m.meta
+        values, idx = unpack_sparse(m.body, k, m.d)
+        out = torch.zeros(m.d, dtype=m.dtype, device=m.body.device)
+        out[idx] = values.to(m.dtype)
+        return out
+
+    def body_bytes(self, d, meta):
+        (k,) = meta
+        if not (isinstance(k, int) and 0 <= k <= d):
+            raise ValueError(f"k={k!r} for d={d}")
+        return sparse_body_bytes(k, d)
+
+    def _validate(self, m: Message) -> None:
+        (k,) = m.meta
+        if k and index_bits(m.d) and int(unpack_sparse(m.body, k, m.d)[1].max()) >= m.d:
+            raise FrameError(f"{self.name}: index out of range for d={m.d}")
+
+    def bits(self, d):
+        k = resolve_k(self.name, d, self.ratio, self.k)
+        return k * (32 + index_bits(d))
+
+    def delta(self, d):
+        return d / resolve_k(self.name, d, self.ratio, self.k)

@@ -1,0 +1,13 @@
+"""The errors psgd reports to users: each one is a single clear line, never a traceback."""
+
+
+class PsgdError(Exception):
+    """Base class: bad input that ends a job with one message and exit code 2."""
+
+
+class ConfigError(PsgdError, ValueError):
+    """A config file, CLI override or data path is wrong."""
+
+
+class FrameError(PsgdError, ValueError):
+    """Bytes received from the wire are not a valid psgd frame or message."""

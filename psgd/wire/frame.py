@@ -1,0 +1,107 @@
+"""The frame: what one MPI Send carries.
+
+Layout: the 4-byte magic ``PSGD``, then one msgpack array
+``[version, kind, round, sender, info, part_lengths]``, then the parts back to back.
+Each part is one compressor message (its own small msgpack header plus packed body).
+msgpack is self-delimiting and carries only ints, floats, strings and lists here, so
+decoding untrusted bytes can fail but never execute anything; there is no pickle.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import msgpack
+
+from psgd.errors import FrameError
+
+MAGIC = b"PSGD"
+VERSION = 1
+MAX_HEADER_BYTES = 4096
+MAX_PARTS = 256
+
+
+class Kind(enum.IntEnum):
+    DOWN = 0  # server -> worker: the round's downlink messages
+    UP = 1  # worker -> server: the round's uplink messages and telemetry
+    BYE = 2  # server -> worker: stop; info = [status, text]
+    LEDGER = 3  # worker -> server at shut-down: the worker's own byte counts
+    ERROR = 4  # worker -> server: the worker failed; info = [text]
+
+
+@dataclass(frozen=True)
+class Frame:
+    kind: Kind
+    round: int
+    sender: int
+    info: list = field(default_factory=list)
+    parts: list[bytes] = field(default_factory=list)
+
+    @property
+    def body_len(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+
+def encode_frame(frame: Frame) -> bytes:
+    """Serialise a frame; the result is exactly what is handed to MPI."""
+    header = msgpack.packb(
+        [VERSION, int(frame.kind), frame.round, frame.sender, frame.info, [len(p) for p in frame.parts]]
+    )
+    return b"".join([MAGIC, header, *frame.parts])
+
+
+def frame_overhead(data: bytes) -> int:
+    """Bytes of a valid encoded frame that are not parts: magic plus frame header."""
+    unpacker = msgpack.Unpacker(max_buffer_size=MAX_HEADER_BYTES)
+    unpacker.feed(data[len(MAGIC) : len(MAGIC) + MAX_HEADER_BYTES])
+    unpacker.unpack()
+    return len(MAGIC) + unpacker.tell()
+
+
+def decode_frame(data: bytes | bytearray | memoryview, sender: int, round: int | None) -> Frame:
+    """Parse and validate a frame received from ``sender`` in ``round`` (None: any round).
+
+    Raises FrameError naming the sender and round on any malformation.
+    """
+
+    def bad(why: str) -> FrameError:
+        where = f"round {round}" if round is not None else "set-up/shut-down"
+        return FrameError(f"malformed frame from rank {sender} in {where}: {why}")
+
+    data = bytes(data)
+    if len(data) < len(MAGIC) + 1:
+        raise bad(f"only {len(data)} bytes")
+    if data[: len(MAGIC)] != MAGIC:
+        raise bad(f"bad magic {data[:len(MAGIC)]!r}")
+    unpacker = msgpack.Unpacker(max_buffer_size=MAX_HEADER_BYTES, raw=False, strict_map_key=True)
+    unpacker.feed(data[len(MAGIC) : len(MAGIC) + MAX_HEADER_BYTES])
+    try:
+        header = unpacker.unpack()
+    except Exception as e:  # msgpack raises several types for truncated or invalid input
+        raise bad(f"unreadable header ({type(e).__name__})") from None
+    offset = len(MAGIC) + unpacker.tell()
+    if not (isinstance(header, list) and len(header) == 6):
+        raise bad("header is not a 6-element array")
+    version, kind, frame_round, frame_sender, info, lengths = header
+    if version != VERSION:
+        raise bad(f"version {version!r}, expected {VERSION}")
+    if kind not in {k.value for k in Kind}:
+        raise bad(f"unknown kind {kind!r}")
+    if frame_sender != sender:
+        raise bad(f"declares sender {frame_sender!r}")
+    if not isinstance(frame_round, int) or (round is not None and frame_round != round):
+        raise bad(f"declares round {frame_round!r}")
+    if not isinstance(info, list):
+        raise bad("info is not an array")
+    if not (isinstance(lengths, list) and len(lengths) <= MAX_PARTS):
+        raise bad("part lengths are not an array")
+    if not all(isinstance(n, int) and n >= 0 for n in lengths):
+        raise bad("part lengths must be non-negative integers")
+    if offset + sum(lengths) != len(data):
+        raise bad(f"declares {sum(lengths)} body bytes, carries {len(data) - offset}")
+    parts, pos = [], offset
+    for n in lengths:
+        parts.append(data[pos : pos + n])
+        pos += n
+    return Frame(Kind(kind), frame_round, frame_sender, info, parts)
