@@ -1,0 +1,8 @@
+"""Algorithms as pure worker and server rules; importing a method's file registers it."""
+
+from psgd.methods import ef14, sgd  # noqa: F401  (registration)
+from psgd.methods.base import Context, Method, Oracle
+from psgd.methods.options import MethodOptions
+from psgd.methods.registry import method_class, registered
+
+__all__ = ["Context", "Method", "MethodOptions", "Oracle", "method_class", "registered"]

@@ -1,0 +1,88 @@
+"""The method interface: a pure worker rule and a pure server rule over flat tensors and messages.
+
+One round t:
+  server -> every worker: the downlink messages (round 0: the initial model)
+  worker i: ``worker_step`` reads the downlink, queries its gradient oracle, returns uplink messages
+  server:   ``server_step`` reads all uplinks (rank order), returns the next downlink
+The runtime moves messages (MPI or in-process) and counts their bytes; a method never
+sees MPI, files or models, so the same rules run everywhere.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from psgd.compress import Compressor, Message, make
+from psgd.methods.options import MethodOptions
+from psgd.seeding import generator
+
+Oracle = Callable[..., torch.Tensor]
+"""oracle(x, sample=0) -> stochastic gradient of the worker's loss at x (flat tensor).
+Different ``sample`` values draw different minibatches within a round."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where a rule runs: round, rank (0 = server, 1..n workers), worker count, seed, device."""
+
+    round: int
+    rank: int
+    n: int
+    seed: int
+    device: torch.device
+
+    def rng(self, purpose: str, shared: bool = False) -> torch.Generator:
+        """Generator for (seed, rank, round, purpose); shared=True gives every rank the same one."""
+        return generator(self.seed, -1 if shared else self.rank, self.round, purpose, self.device)
+
+
+class Method(ABC):
+    """An algorithm of SPEC section 3. Subclasses say in their docstring what crosses the wire."""
+
+    name: str
+    Options: type[MethodOptions] = MethodOptions
+
+    def __init__(self, options: MethodOptions) -> None:
+        self.options = options
+        self.uplink: Compressor = make(options.uplink)
+        self.downlink: Compressor = make(options.downlink)
+        self.check()
+
+    def check(self) -> None:
+        """Refuse incompatible options with a ValueError that says why."""
+
+    # --- codecs of each round's parts (the receiver parses bytes with them) ---
+    def uplink_codecs(self, round: int) -> list[Compressor]:
+        return [self.uplink]
+
+    def downlink_codecs(self, round: int) -> list[Compressor]:
+        return [self.downlink]
+
+    def init_codecs(self) -> list[Compressor]:
+        """Codecs of the round-0 downlink that ships the initial model."""
+        return [make("identity")]
+
+    # --- the rules ---
+    @abstractmethod
+    def server_init(self, x0: torch.Tensor, ctx: Context) -> tuple[object, list[Message]]:
+        """Server state and the round-0 downlink (usually the initial model, uncompressed)."""
+
+    @abstractmethod
+    def worker_init(self, init: list[torch.Tensor], ctx: Context) -> object:
+        """Worker state from the decoded round-0 downlink."""
+
+    @abstractmethod
+    def worker_step(self, state, down: list[torch.Tensor], oracle: Oracle, ctx: Context) -> list[Message]:
+        """Apply the decoded downlink, compute gradients, return the uplink messages."""
+
+    @abstractmethod
+    def server_step(self, state, up: list[list[torch.Tensor]], ctx: Context) -> list[Message]:
+        """Aggregate decoded uplinks (one list per worker, rank order); return the next downlink."""
+
+    @abstractmethod
+    def server_model(self, state) -> torch.Tensor:
+        """The model the server evaluates and checkpoints."""

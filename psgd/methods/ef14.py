@@ -1,0 +1,81 @@
+"""EF14 error feedback (Seide et al. 2014; Stich et al.; Karimireddy et al.), SPEC 3.2.
+
+Worker i:  p_i = e_i + u_i,  c_i = C_up(p_i),  e_i <- p_i - c_i
+           with u_i = g_i (error in gradient units, the DL codes) or u_i = lr_t g_i
+           (paper 1's Algorithm 1, error in lr*g units; then the step applies lr = 1).
+Server:    a = (1/n) sum_i c_i.  With an identity downlink it sends a (MEM-SGD, 32d down).
+           With a compressed downlink it keeps the global error e_s (DoubleSqueeze-style,
+           SPEC 3.8): v = a + e_s, q = C_down(v), e_s <- v - q, and sends q.
+All nodes:  x <- SGD step along the decoded downlink.
+Wire: up bits(C_up) per worker; down bits(C_down), identical for every worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from psgd.methods.options import MethodOptions
+from psgd.methods.registry import register
+from psgd.methods.sgd import SGD, Replica, mean
+
+
+@dataclass(frozen=True)
+class EF14Options(MethodOptions):
+    error_units: str = "grad"  # "grad": e in gradient units; "lr": e in lr*g units (paper 1)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.error_units not in ("grad", "lr"):
+            raise ValueError(f"method.error_units must be 'grad' or 'lr', got {self.error_units!r}")
+        if self.error_units == "lr" and (self.momentum or self.weight_decay):
+            raise ValueError("method.error_units = 'lr' is paper 1's plain EF step: momentum and weight_decay must be 0")
+
+
+@dataclass
+class WorkerState(Replica):
+    error: torch.Tensor
+
+
+@dataclass
+class ServerState(Replica):
+    global_error: torch.Tensor | None  # None with an identity downlink
+
+
+@register
+class EF14(SGD):
+    name = "ef14"
+    Options = EF14Options
+
+    def step_lr(self, round: int) -> float:
+        return 1.0 if self.options.error_units == "lr" else self.options.lr_at(round)
+
+    def server_init(self, x0, ctx):
+        replica, down = super().server_init(x0, ctx)
+        bidirectional = self.downlink.name != "identity"
+        error = torch.zeros_like(x0) if bidirectional else None
+        return ServerState(replica.x, replica.opt, error), down
+
+    def worker_init(self, init, ctx):
+        replica = super().worker_init(init, ctx)
+        return WorkerState(replica.x, replica.opt, torch.zeros_like(replica.x))
+
+    def worker_step(self, state: WorkerState, down, oracle, ctx):
+        self.apply_downlink(state, down, ctx)
+        g = oracle(state.x)
+        p = state.error.add_(g if self.options.error_units == "grad" else self.options.lr_at(ctx.round) * g)
+        msg = self.uplink.encode(p, ctx.rng("uplink"))
+        p.sub_(self.uplink.decode(msg))
+        return [msg]
+
+    def server_step(self, state: ServerState, up, ctx):
+        v = mean([u[0] for u in up])
+        if state.global_error is not None:
+            v.add_(state.global_error)
+        msg = self.downlink.encode(v, ctx.rng("downlink", shared=True))
+        q = self.downlink.decode(msg)
+        if state.global_error is not None:
+            torch.sub(v, q, out=state.global_error)
+        state.opt.step(state.x, q, self.step_lr(ctx.round))
+        return [msg]

@@ -1,0 +1,28 @@
+"""Methods by name: one file per method, one ``@register`` line each."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from psgd.methods.base import Method
+
+_REGISTRY: dict[str, type[Method]] = {}
+
+M = TypeVar("M", bound=type[Method])
+
+
+def register(cls: M) -> M:
+    if cls.name in _REGISTRY:
+        raise RuntimeError(f"method {cls.name!r} registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def method_class(name: str) -> type[Method]:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown method {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def registered() -> dict[str, type[Method]]:
+    return dict(_REGISTRY)

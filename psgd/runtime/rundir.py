@@ -1,0 +1,55 @@
+"""The run folder: resolved config, rounds.jsonl (flushed every round), summary.json."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from psgd.config import RunConfig, to_toml
+from psgd.errors import ConfigError
+
+
+def choose(out: str | None, name: str, root: str = "runs") -> Path:
+    """An explicit --out must be new or empty; the default runs/<name> gets -2, -3, ... rather than overwrite."""
+    if out is not None:
+        path = Path(out)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise ConfigError(f"--out {path} exists and is not empty; choose another folder")
+        return path
+    path = Path(root) / name
+    k = 2
+    while path.exists():
+        path = Path(root) / f"{name}-{k}"
+        k += 1
+    return path
+
+
+def _clean(value):
+    """JSON has no NaN: write null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+class RunDir:
+    def __init__(self, path: Path, cfg: RunConfig) -> None:
+        self.path = path
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            (path / "config.toml").write_text(to_toml(cfg))
+            self.rounds = open(path / "rounds.jsonl", "w")
+        except OSError as e:
+            raise ConfigError(f"cannot write run folder {path}: {e.strerror}") from None
+
+    def log(self, record: dict) -> None:
+        self.rounds.write(json.dumps(_clean(record)) + "\n")
+        self.rounds.flush()
+
+    def finish(self, summary: dict) -> None:
+        self.rounds.close()
+        (self.path / "summary.json").write_text(json.dumps(_clean(summary), indent=2) + "\n")

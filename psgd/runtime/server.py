@@ -1,0 +1,152 @@
+"""The server loop (rank 0): ship the model, then each round send the downlink to every
+worker, receive every uplink in rank order, run the method's server rule, log the round.
+
+Every frame goes through the ledger. At shut-down each worker reports the bytes it sent
+and received; they must equal the server's counts, or the run fails loudly.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from psgd.config import RunConfig
+from psgd.errors import FrameError, PsgdError
+from psgd.methods import Context, method_class
+from psgd.runtime.frames import pack, unpack
+from psgd.runtime.ledger import Ledger
+from psgd.runtime.transport import Transport
+from psgd.tasks import task_class
+from psgd.wire import decode_frame
+from psgd.wire.frame import Kind
+
+
+@dataclass
+class RunResult:
+    rounds: list[dict] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+    model: torch.Tensor | None = None
+
+
+class ServerNode:
+    def __init__(self, cfg: RunConfig, n: int, device: torch.device, log=None, progress=None) -> None:
+        self.cfg, self.n, self.device = cfg, n, device
+        self.method = method_class(cfg.method.name)(cfg.method)
+        self.task = task_class(cfg.task.name)(cfg.task, cfg.seed, n)
+        self.ledger = Ledger(n)
+        self.log = log or (lambda record: None)
+        self.progress = progress or (lambda record, cfg: None)
+        self.worker_devices: list[str] = []
+
+    def ctx(self, round: int) -> Context:
+        return Context(round, 0, self.n, self.cfg.seed, self.device)
+
+    def broadcast(self, transport: Transport, data: bytes, header: int) -> float:
+        t0 = time.perf_counter()
+        for w in range(1, self.n + 1):
+            transport.send(w, data)
+            self.ledger.sent(w, len(data), header)
+        return time.perf_counter() - t0
+
+    def gather(self, transport: Transport, round: int | None) -> tuple[list, float]:
+        """Receive one frame from every worker, in rank order; validate; count."""
+        frames, seconds, failure = [], 0.0, None
+        for w in range(1, self.n + 1):
+            t0 = time.perf_counter()
+            data = transport.recv(w)
+            seconds += time.perf_counter() - t0
+            try:
+                frame = decode_frame(data, sender=w, round=round)
+            except FrameError as e:
+                failure = failure or e
+                self.ledger.received(w, len(data), len(data))
+                continue
+            if frame.kind == Kind.ERROR and failure is None:
+                failure = PsgdError(f"worker {w} failed in round {frame.round}: {frame.info[0] if frame.info else '?'}")
+            frames.append((w, data, frame))
+        if failure is not None:
+            for w, data, _ in frames:
+                self.ledger.received(w, len(data), len(data))
+            raise failure
+        return frames, seconds
+
+    def run(self, transport: Transport) -> RunResult:
+        result = RunResult()
+        try:
+            self._rounds(transport, result)
+        except PsgdError as e:
+            try:
+                self.shutdown(transport, status=2, text=str(e))
+            except PsgdError:
+                pass  # the first error is the one to report
+            raise e
+        result.summary = self.shutdown(transport, status=0, text="")
+        result.model = self.method.server_model(self.state)
+        return result
+
+    def _rounds(self, transport: Transport, result: RunResult) -> None:
+        cfg, start = self.cfg, time.perf_counter()
+        self.state, init = self.method.server_init(self.task.init_params().to(self.device), self.ctx(0))
+        down, header = pack(Kind.DOWN, 0, 0, [], init)
+        self.final_metrics: dict = {}
+        for t in range(cfg.rounds):
+            comm_s = self.broadcast(transport, down, header)
+            frames, recv_s = self.gather(transport, t)
+            comm_s += recv_s
+            t0 = time.perf_counter()
+            ups, infos = [], []
+            for w, data, frame in frames:
+                tensors, body = unpack(frame, self.method.uplink_codecs(t), self.device)
+                self.ledger.received(w, len(data), len(data) - body)
+                if frame.info[4] != len(down):
+                    raise PsgdError(f"byte ledger mismatch: worker {w} received {frame.info[4]} bytes in round {t}, server sent {len(down)}")
+                ups.append(tensors)
+                infos.append(frame.info)
+            decode_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            messages = self.method.server_step(self.state, ups, self.ctx(t))
+            down, header = pack(Kind.DOWN, t + 1, 0, [], messages)
+            server_s = time.perf_counter() - t0
+            record = {
+                "round": t,
+                "time_s": time.perf_counter() - start,
+                "compute_s": max(i[1] for i in infos),
+                "encode_s": max(i[2] for i in infos),
+                "comm_s": comm_s,
+                "decode_s": decode_s + max(i[3] for i in infos),
+                "server_s": server_s,
+                "loss": sum(i[0] for i in infos) / len(infos),
+                **self.ledger.round_record(),
+            }
+            if (t + 1) % cfg.eval_every == 0 or t == cfg.rounds - 1:
+                self.final_metrics = self.task.evaluate(self.method.server_model(self.state))
+                record.update(self.final_metrics)
+            self.ledger.new_round()
+            result.rounds.append(record)
+            self.log(record)
+            self.progress(record, cfg)
+
+    def shutdown(self, transport: Transport, status: int, text: str) -> dict:
+        """Send BYE to every worker, collect their own byte counts and check them against ours."""
+        bye, header = pack(Kind.BYE, -1, 0, [status, text])
+        self.broadcast(transport, bye, header)
+        frames, _ = self.gather(transport, None)
+        mismatch = []
+        for w, data, frame in frames:
+            if frame.kind != Kind.LEDGER:
+                raise PsgdError(f"worker {w} answered BYE with {frame.kind.name}")
+            sent, received, device = frame.info
+            if sent != self.ledger.up.total[w - 1] or received != self.ledger.down.total[w - 1]:
+                mismatch.append(f"worker {w}: sent {sent}/{self.ledger.up.total[w - 1]} received {received}/{self.ledger.down.total[w - 1]}")
+            self.ledger.received(w, len(data), len(data))
+            self.worker_devices.append(device)
+        if mismatch and status == 0:
+            raise PsgdError("byte ledger mismatch between worker and server: " + "; ".join(mismatch))
+        return {
+            "bytes_up": list(self.ledger.up.total),
+            "bytes_down": list(self.ledger.down.total),
+            "header_up": list(self.ledger.up.header),
+            "header_down": list(self.ledger.down.header),
+        }

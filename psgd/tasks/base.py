@@ -1,0 +1,64 @@
+"""The task interface: a model's flat parameters, each worker's stochastic-gradient oracle,
+and the server's evaluation. Tasks know nothing of methods or MPI."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    name: str = "digits_mlp"
+    batch_size: int = 32
+    split: str = "iid"  # "iid" or "label_skew" (heterogeneous: each worker sees few classes)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"task.batch_size must be >= 1, got {self.batch_size}")
+        if self.split not in ("iid", "label_skew"):
+            raise ValueError(f"task.split must be 'iid' or 'label_skew', got {self.split!r}")
+
+
+class WorkerOracle(ABC):
+    """oracle(x, sample) -> stochastic gradient at x; remembers the loss of sample 0."""
+
+    def __init__(self) -> None:
+        self.round = 0
+        self.last_loss = float("nan")
+
+    def at_round(self, round: int) -> WorkerOracle:
+        self.round = round
+        return self
+
+    @abstractmethod
+    def __call__(self, x: torch.Tensor, sample: int = 0) -> torch.Tensor: ...
+
+
+class Task(ABC):
+    name: str
+    Options: type[TaskOptions] = TaskOptions
+
+    def __init__(self, options: TaskOptions, seed: int, n: int) -> None:
+        self.options = options
+        self.seed = seed
+        self.n = n  # number of workers the data is sharded across
+
+    @property
+    @abstractmethod
+    def dim(self) -> int:
+        """d, the number of parameters."""
+
+    @abstractmethod
+    def init_params(self) -> torch.Tensor:
+        """x0 as a flat float32 CPU tensor (deterministic in the seed)."""
+
+    @abstractmethod
+    def oracle(self, worker: int, device: torch.device) -> WorkerOracle:
+        """Gradient oracle of worker ``worker`` (1..n) over its shard."""
+
+    @abstractmethod
+    def evaluate(self, x: torch.Tensor) -> dict[str, float]:
+        """Test metrics of the model x (server side)."""

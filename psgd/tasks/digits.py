@@ -1,0 +1,108 @@
+"""Classification on scikit-learn's digits (real data, offline): softmax regression and an MLP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from psgd.seeding import generator
+from psgd.tasks.base import Task, TaskOptions, WorkerOracle
+from psgd.tasks.data import load_digits_split, shard_indices
+from psgd.tasks.flat import FlatModule
+from psgd.tasks.registry import register
+
+
+class BatchOracle(WorkerOracle):
+    """Minibatch cross-entropy gradient over one worker's shard; batches drawn with
+    replacement from generator(seed, worker, round, 'batch/<sample>')."""
+
+    def __init__(self, flat: FlatModule, x: torch.Tensor, y: torch.Tensor, batch: int, seed: int, worker: int):
+        super().__init__()
+        self.flat, self.x, self.y = flat, x, y
+        self.batch, self.seed, self.worker = batch, seed, worker
+
+    def __call__(self, params: torch.Tensor, sample: int = 0) -> torch.Tensor:
+        g = generator(self.seed, self.worker, self.round, f"batch/{sample}")
+        idx = torch.randint(len(self.y), (self.batch,), generator=g).to(self.x.device)
+        self.flat.load(params)
+        self.flat.zero_grad()
+        loss = F.cross_entropy(self.flat.module(self.x[idx]), self.y[idx])
+        loss.backward()
+        if sample == 0:
+            self.last_loss = loss.item()
+        return self.flat.grads.clone()
+
+
+@dataclass(frozen=True)
+class DigitsMLPOptions(TaskOptions):
+    hidden: int = 64
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.hidden < 1:
+            raise ValueError(f"task.hidden must be >= 1, got {self.hidden}")
+
+
+class DigitsTask(Task):
+    """Shared by the digits tasks: data, sharding, oracle and evaluation; subclasses build the model."""
+
+    def __init__(self, options, seed, n):
+        super().__init__(options, seed, n)
+        self.x_train, self.y_train, self.x_test, self.y_test = load_digits_split(seed)
+        self.shards = shard_indices(self.y_train, n, options.split, seed)
+        self._eval = FlatModule(self.build())
+        self._dim = self._eval.dim
+
+    def build(self) -> nn.Module:
+        raise NotImplementedError
+
+    def seeded_build(self) -> nn.Module:
+        with torch.random.fork_rng():
+            torch.manual_seed(self.seed)
+            return self.build()
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def init_params(self) -> torch.Tensor:
+        return FlatModule(self.seeded_build()).params.clone()
+
+    def oracle(self, worker, device):
+        shard = self.shards[worker - 1]
+        flat = FlatModule(self.build(), device)
+        x, y = self.x_train[shard].to(device), self.y_train[shard].to(device)
+        return BatchOracle(flat, x, y, self.options.batch_size, self.seed, worker)
+
+    @torch.no_grad()
+    def evaluate(self, x):
+        self._eval.load(x.to("cpu"))
+        logits = self._eval.module(self.x_test)
+        return {
+            "test_loss": F.cross_entropy(logits, self.y_test).item(),
+            "test_accuracy": (logits.argmax(1) == self.y_test).float().mean().item(),
+        }
+
+
+@register
+class DigitsMLP(DigitsTask):
+    """64 -> hidden -> 10 MLP with ReLU."""
+
+    name = "digits_mlp"
+    Options = DigitsMLPOptions
+
+    def build(self):
+        return nn.Sequential(nn.Linear(64, self.options.hidden), nn.ReLU(), nn.Linear(self.options.hidden, 10))
+
+
+@register
+class DigitsLogReg(DigitsTask):
+    """Multinomial logistic regression (softmax, 650 parameters)."""
+
+    name = "digits_logreg"
+
+    def build(self):
+        return nn.Linear(64, 10)

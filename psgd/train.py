@@ -1,0 +1,206 @@
+"""Run a training job: ``mpirun -n 5 python -m psgd.train [CONFIG] [--set key=value ...]``.
+
+Rank 0 is the parameter server, ranks 1..n are workers. ``--simulate N`` runs the same
+job with N workers in this process (no MPI); it gives the same losses and byte counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import psgd
+from psgd import config
+from psgd.errors import PsgdError
+from psgd.methods import registered as methods
+from psgd.runtime import devices, rundir
+from psgd.runtime.server import ServerNode
+from psgd.runtime.simulate import run_in_process
+from psgd.tasks import registered as tasks
+
+EPILOG = """\
+config keys (any of them with --set key=value; values are TOML, bare words are strings):
+  name, seed, rounds, eval_every, device = auto|cpu|cuda
+  task.name = {tasks}; task.batch_size, task.split = iid|label_skew, and the task's own keys
+  method.name = {methods}; method.uplink, method.downlink (compressor specs such as
+      topk:ratio=0.01, scaled_sign, identity; see python -m psgd.compress),
+      method.lr, method.momentum, method.nesterov, method.weight_decay,
+      method.lr_milestones, method.lr_gamma, and the method's own keys
+exit status: 0 done, 2 bad input (config, CLI, data path, payload).
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m psgd.train",
+        description=__doc__,
+        epilog=EPILOG.format(tasks=", ".join(sorted(tasks())), methods=", ".join(sorted(methods()))),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("config", nargs="?", help="TOML config file (default: the embedded default job)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
+    p.add_argument("--out", help="run folder (default: runs/<name>, never overwritten)")
+    p.add_argument("--simulate", type=int, metavar="N", help="run N workers in this process instead of under MPI")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    return p
+
+
+class Progress:
+    """Rank 0's progress line: round, loss, accuracy, MB moved so far, ETA."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet, self.up, self.down = quiet, 0, 0
+
+    def __call__(self, record: dict, cfg: config.RunConfig) -> None:
+        self.up += sum(record["bytes_up"])
+        self.down += sum(record["bytes_down"])
+        t, total = record["round"] + 1, cfg.rounds
+        if self.quiet or not (t % max(1, total // 20) == 0 or "test_accuracy" in record or t == total):
+            return
+        eta = record["time_s"] / t * (total - t)
+        metric = "".join(f"  {k} {v:.4f}" for k, v in record.items() if k.startswith("test_"))
+        print(
+            f"[psgd] round {t}/{total}  loss {record['loss']:.4f}{metric}  "
+            f"up {self.up / 1e6:.2f} MB  down {self.down / 1e6:.2f} MB  {record['time_s']:.1f}s  ETA {eta:.0f}s",
+            flush=True,
+        )
+
+
+def summarize(cfg, server: ServerNode, result, world_size: int, mode: str, wall_s: float) -> dict:
+    s = result.summary
+    d, n = server.task.dim, server.n
+    fp32 = cfg.rounds * 4 * d  # uncompressed fp32 bytes per worker per direction
+    mpi = {}
+    if mode == "mpi":
+        from mpi4py import MPI
+
+        mpi = {"mpi4py": __import__("mpi4py").__version__, "mpi": MPI.Get_library_version().splitlines()[0].strip()}
+    return {
+        "name": cfg.name,
+        "mode": mode,
+        "rounds": cfg.rounds,
+        "world_size": world_size,
+        "workers": n,
+        "dim": d,
+        "method": cfg.method.name,
+        "uplink": cfg.method.uplink,
+        "downlink": cfg.method.downlink,
+        **s,
+        "mb_up": sum(s["bytes_up"]) / 1e6,
+        "mb_down": sum(s["bytes_down"]) / 1e6,
+        "fp32_bytes_per_worker": fp32,
+        "ratio_up": fp32 * n / sum(s["bytes_up"]),
+        "ratio_down": fp32 * n / sum(s["bytes_down"]),
+        "final_loss": result.rounds[-1]["loss"],
+        "final_metrics": server.final_metrics,
+        "wall_s": wall_s,
+        "devices": {"server": str(server.device), "workers": server.worker_devices},
+        "versions": {
+            "psgd": psgd.__version__,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            **mpi,
+        },
+    }
+
+
+def report(summary: dict, path: Path) -> None:
+    acc = summary["final_metrics"].get("test_accuracy")
+    print(
+        f"[psgd] done: {summary['rounds']} rounds, {summary['workers']} workers, "
+        + (f"test accuracy {acc:.4f}, " if acc is not None else "")
+        + f"{summary['mb_up']:.2f} MB up ({summary['ratio_up']:.1f}x less than fp32), "
+        f"{summary['mb_down']:.2f} MB down ({summary['ratio_down']:.1f}x less), "
+        f"{summary['wall_s']:.1f}s -> {path}",
+        flush=True,
+    )
+
+
+def fail(message: str, rank: int = 0) -> int:
+    where = "" if rank == 0 else f" (rank {rank})"
+    print(f"psgd: error{where}: {message}", file=sys.stderr, flush=True)
+    return 2
+
+
+def simulate_main(cfg, n: int, out: str | None, quiet: bool) -> int:
+    if n < 1:
+        return fail(f"--simulate needs at least 1 worker, got {n}")
+    path = rundir.choose(out, cfg.name)
+    folder = rundir.RunDir(path, cfg)
+    start = time.perf_counter()
+    server, result = run_in_process(cfg, n, log=folder.log, progress=Progress(quiet))
+    summary = summarize(cfg, server, result, n + 1, "simulate", time.perf_counter() - start)
+    folder.finish(summary)
+    report(summary, path)
+    return 0
+
+
+def mpi_main(cfg, out: str | None, quiet: bool) -> int:
+    from mpi4py import MPI
+
+    from psgd.runtime.transport import MPITransport
+    from psgd.runtime.worker import WorkerNode
+
+    comm = MPI.COMM_WORLD
+    rank, size = comm.Get_rank(), comm.Get_size()
+    if size < 2:
+        return fail(f"world size {size}: need a server and at least one worker (mpirun -n 2 or more)") if rank == 0 else 2
+    error = None
+    try:
+        device = devices.pick(cfg.device, rank)
+        if rank == 0:
+            path = rundir.choose(out, cfg.name)
+            node = ServerNode(cfg, size - 1, device, progress=Progress(quiet))
+            folder = rundir.RunDir(path, cfg)
+            node.log = folder.log
+        else:
+            node = WorkerNode(cfg, rank, size - 1, device)
+    except PsgdError as e:
+        error = str(e)
+    except (OSError, RuntimeError) as e:
+        error = f"{type(e).__name__}: {e}"
+    flag = np.array([1 if error else 0], dtype=np.int32)
+    comm.Allreduce(MPI.IN_PLACE, flag, op=MPI.MAX)  # every rank agrees before any payload moves
+    if flag[0]:
+        return fail(error, rank) if error else 2
+    transport = MPITransport(comm)
+    if rank != 0:
+        while not node.done:
+            reply = node.handle(transport.recv(0))
+            if reply is not None:
+                transport.send(0, reply)
+        return node.exit_status
+    start = time.perf_counter()
+    result = node.run(transport)
+    summary = summarize(cfg, node, result, size, "mpi", time.perf_counter() - start)
+    folder.finish(summary)
+    report(summary, path)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    torch.set_num_threads(1)  # one core per rank; also keeps MPI and simulation bit-identical
+    rank = 0
+    if args.simulate is None:
+        from mpi4py import MPI
+
+        rank = MPI.COMM_WORLD.Get_rank()
+    try:
+        cfg = config.load(args.config, args.set)
+        if args.simulate is not None:
+            return simulate_main(cfg, args.simulate, args.out, args.quiet)
+        return mpi_main(cfg, args.out, args.quiet)
+    except PsgdError as e:
+        return fail(str(e)) if rank == 0 else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
