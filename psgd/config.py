@@ -13,7 +13,7 @@ from pathlib import Path
 import tomllib
 
 from psgd.errors import ConfigError
-from psgd.methods import MethodOptions, method_class
+from psgd.methods import MethodOptions, build, method_class
 from psgd.tasks import TaskOptions, task_class
 
 
@@ -121,7 +121,7 @@ def from_dict(data: dict) -> RunConfig:
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {cfg.device!r}")
     try:
-        method_cls(method)  # builds the compressors: unknown specs fail here, on every rank alike
+        build(method)  # builds the compressors: unknown specs fail here, on every rank alike
     except ValueError as e:
         raise ConfigError(f"method: {e}") from None
     return cfg

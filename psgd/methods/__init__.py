@@ -3,6 +3,6 @@
 from psgd.methods import ef14, sgd  # noqa: F401  (registration)
 from psgd.methods.base import Context, Method, Oracle
 from psgd.methods.options import MethodOptions
-from psgd.methods.registry import method_class, registered
+from psgd.methods.registry import build, method_class, registered
 
-__all__ = ["Context", "Method", "MethodOptions", "Oracle", "method_class", "registered"]
+__all__ = ["Context", "Method", "MethodOptions", "Oracle", "build", "method_class", "registered"]

@@ -26,3 +26,9 @@ def method_class(name: str) -> type[Method]:
 
 def registered() -> dict[str, type[Method]]:
     return dict(_REGISTRY)
+
+
+def build(options, task=None) -> Method:
+    """The method the options name, ready to run. ``task`` (optional) lends constants such as
+    smoothness to methods whose step size comes from theory."""
+    return method_class(options.name)(options)

@@ -14,7 +14,7 @@ import torch
 
 from psgd.config import RunConfig
 from psgd.errors import FrameError, PsgdError
-from psgd.methods import Context, method_class
+from psgd.methods import Context, build
 from psgd.runtime.frames import pack, unpack
 from psgd.runtime.ledger import Ledger
 from psgd.runtime.transport import Transport
@@ -33,8 +33,8 @@ class RunResult:
 class ServerNode:
     def __init__(self, cfg: RunConfig, n: int, device: torch.device, log=None, progress=None) -> None:
         self.cfg, self.n, self.device = cfg, n, device
-        self.method = method_class(cfg.method.name)(cfg.method)
         self.task = task_class(cfg.task.name)(cfg.task, cfg.seed, n)
+        self.method = build(cfg.method, self.task)
         self.ledger = Ledger(n)
         self.log = log or (lambda record: None)
         self.progress = progress or (lambda record, cfg: None)

@@ -8,7 +8,7 @@ import time
 import torch
 
 from psgd.config import RunConfig
-from psgd.methods import Context, method_class
+from psgd.methods import Context, build
 from psgd.runtime.frames import pack, unpack
 from psgd.tasks import task_class
 from psgd.wire import decode_frame
@@ -32,8 +32,9 @@ class TimedOracle:
 class WorkerNode:
     def __init__(self, cfg: RunConfig, rank: int, n: int, device: torch.device) -> None:
         self.cfg, self.rank, self.n, self.device = cfg, rank, n, device
-        self.method = method_class(cfg.method.name)(cfg.method)
-        self.oracle = task_class(cfg.task.name)(cfg.task, cfg.seed, n).oracle(rank, device)
+        task = task_class(cfg.task.name)(cfg.task, cfg.seed, n)
+        self.method = build(cfg.method, task)
+        self.oracle = task.oracle(rank, device)
         self.state = None
         self.round = 0
         self.sent = self.received = 0
