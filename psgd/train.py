@@ -151,7 +151,8 @@ def mpi_main(cfg, out: str | None, quiet: bool) -> int:
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
     if size < 2:
-        return fail(f"world size {size}: need a server and at least one worker (mpirun -n 2 or more)") if rank == 0 else 2
+        message = f"world size {size}: need a server and at least one worker (mpirun -n 2 or more)"
+        return fail(message) if rank == 0 else 2
     error = None
     try:
         device = devices.pick(cfg.device, rank)

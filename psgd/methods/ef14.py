@@ -30,7 +30,7 @@ class EF14Options(MethodOptions):
         if self.error_units not in ("grad", "lr"):
             raise ValueError(f"method.error_units must be 'grad' or 'lr', got {self.error_units!r}")
         if self.error_units == "lr" and (self.momentum or self.weight_decay):
-            raise ValueError("method.error_units = 'lr' is paper 1's plain EF step: momentum and weight_decay must be 0")
+            raise ValueError("method.error_units = 'lr' (paper 1's plain EF step) needs momentum = weight_decay = 0")
 
 
 @dataclass

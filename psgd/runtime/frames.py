@@ -23,7 +23,7 @@ def unpack(frame: Frame, codecs: list[Compressor], device: torch.device) -> tupl
     if len(frame.parts) != len(codecs):
         raise FrameError(f"{where}: {len(frame.parts)} parts, expected {len(codecs)}")
     tensors, body = [], 0
-    for part, codec in zip(frame.parts, codecs):
+    for part, codec in zip(frame.parts, codecs, strict=True):
         try:
             m = codec.from_bytes(part, device)
         except FrameError as e:

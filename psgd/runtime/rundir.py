@@ -42,7 +42,7 @@ class RunDir:
         try:
             path.mkdir(parents=True, exist_ok=True)
             (path / "config.toml").write_text(to_toml(cfg))
-            self.rounds = open(path / "rounds.jsonl", "w")
+            self.rounds = open(path / "rounds.jsonl", "w")  # noqa: SIM115  (open for the whole run)
         except OSError as e:
             raise ConfigError(f"cannot write run folder {path}: {e.strerror}") from None
 

@@ -7,6 +7,7 @@ and received; they must equal the server's counts, or the run fails loudly.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -77,10 +78,8 @@ class ServerNode:
         try:
             self._rounds(transport, result)
         except PsgdError as e:
-            try:
+            with contextlib.suppress(PsgdError):  # the first error is the one to report
                 self.shutdown(transport, status=2, text=str(e))
-            except PsgdError:
-                pass  # the first error is the one to report
             raise e
         result.summary = self.shutdown(transport, status=0, text="")
         result.model = self.method.server_model(self.state)
@@ -101,7 +100,10 @@ class ServerNode:
                 tensors, body = unpack(frame, self.method.uplink_codecs(t), self.device)
                 self.ledger.received(w, len(data), len(data) - body)
                 if frame.info[4] != len(down):
-                    raise PsgdError(f"byte ledger mismatch: worker {w} received {frame.info[4]} bytes in round {t}, server sent {len(down)}")
+                    raise PsgdError(
+                        f"byte ledger mismatch: worker {w} received {frame.info[4]} bytes in round {t}, "
+                        f"server sent {len(down)}"
+                    )
                 ups.append(tensors)
                 infos.append(frame.info)
             decode_s = time.perf_counter() - t0
@@ -138,8 +140,9 @@ class ServerNode:
             if frame.kind != Kind.LEDGER:
                 raise PsgdError(f"worker {w} answered BYE with {frame.kind.name}")
             sent, received, device = frame.info
-            if sent != self.ledger.up.total[w - 1] or received != self.ledger.down.total[w - 1]:
-                mismatch.append(f"worker {w}: sent {sent}/{self.ledger.up.total[w - 1]} received {received}/{self.ledger.down.total[w - 1]}")
+            up, down = self.ledger.up.total[w - 1], self.ledger.down.total[w - 1]
+            if sent != up or received != down:
+                mismatch.append(f"worker {w}: sent {sent} (server got {up}), received {received} (server sent {down})")
             self.ledger.received(w, len(data), len(data))
             self.worker_devices.append(device)
         if mismatch and status == 0:

@@ -1,0 +1,69 @@
+"""Bad input ends the job with one clear line on stderr and exit code 2."""
+
+import json
+
+import pytest
+
+from psgd.train import main
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "bogus=1"], "unknown key 'bogus'"),
+        (["--set", "method.lr=fast"], "method.lr: expected float"),
+        (["--set", "rounds=1.5"], "rounds: expected int"),
+        (["--set", "method.uplink=nope:k=1"], "unknown compressor 'nope'"),
+        (["--set", "method.uplink=topk:ratio=2"], "ratio must be in"),
+        (["--set", "method.uplink=topk:size=2"], "unknown parameter 'size'"),
+        (["--set", "method.name=adam"], "unknown method 'adam'"),
+        (["--set", "task.name=imagenet"], "unknown task 'imagenet'"),
+        (["--set", "task.split=weird"], "task.split"),
+        (["--set", "device=tpu"], "device must be"),
+        (["no/such/config.toml"], "config file not found"),
+        (["--set", "novalue"], "--set expects key=value"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(args, message, capsys, tmp_path):
+    assert main([*args, "--simulate", "2", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("psgd: error: ") and message in err[0]
+
+
+def test_invalid_toml_file(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("rounds = = 3\n")
+    assert main([str(bad), "--simulate", "2"]) == 2
+    assert "invalid TOML" in capsys.readouterr().err
+
+
+def test_existing_out_folder_is_never_overwritten(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "rounds.jsonl").write_text("precious\n")
+    assert main(["--simulate", "2", "--out", str(out)]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+    assert (out / "rounds.jsonl").read_text() == "precious\n"
+
+
+def test_run_folder_contents(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["--simulate", "2", "--out", str(out), "--set", "rounds=6", "--set", "eval_every=3"]) == 0
+    lines = [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in lines] == list(range(6))
+    keys = {"round", "time_s", "compute_s", "encode_s", "comm_s", "decode_s", "loss", "bytes_up", "bytes_down"}
+    assert all(keys <= r.keys() and len(r["bytes_up"]) == 2 for r in lines)
+    assert "test_accuracy" in lines[2] and "test_accuracy" not in lines[3]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 3 and len(summary["bytes_up"]) == 2
+    assert summary["bytes_down"][0] > sum(r["bytes_down"][0] for r in lines)  # + shut-down frame
+    assert (out / "config.toml").read_text().startswith('name = "default"')
+    assert "done: 6 rounds" in capsys.readouterr().out
+
+
+def test_help_documents_keys(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "--set" in out and "method.uplink" in out and "--simulate" in out

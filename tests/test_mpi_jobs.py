@@ -1,0 +1,70 @@
+"""Whole jobs under mpirun (3 and 5 ranks): identical to the in-process simulation,
+bytes equal to what MPI moved, and bad input ends every rank with one message and exit 2."""
+
+import json
+
+import pytest
+
+from tests.mpi_launch import launch, mpirun
+
+pytestmark = pytest.mark.skipif(mpirun() is None, reason="no mpirun on PATH or in the venv")
+
+
+def records(folder):
+    return [json.loads(line) for line in (folder / "rounds.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize(
+    "ranks, extra",
+    [
+        (5, []),
+        (3, ["--set", "method.uplink=scaled_sign", "--set", "method.downlink=topk:ratio=0.2", "--set", "task.split=label_skew"]),
+    ],
+)
+def test_mpi_run_equals_simulation(ranks, extra, tmp_path):
+    common = ["--set", "rounds=25", "--set", "eval_every=10", "--set", "device=cpu", *extra]
+    mpi = launch(ranks, ["-m", "psgd.train", "--out", str(tmp_path / "mpi"), *common])
+    assert mpi.returncode == 0, mpi.stderr
+    sim = launch(1, ["-m", "psgd.train", "--simulate", str(ranks - 1), "--out", str(tmp_path / "sim"), *common])
+    assert sim.returncode == 0, sim.stderr
+    a, b = records(tmp_path / "mpi"), records(tmp_path / "sim")
+    assert len(a) == 25
+    for x, y in zip(a, b, strict=True):
+        assert x["loss"] == y["loss"]
+        for key in ("bytes_up", "bytes_down", "header_up", "header_down"):
+            assert x[key] == y[key]
+        assert x.get("test_accuracy") == y.get("test_accuracy")
+    sa = json.loads((tmp_path / "mpi" / "summary.json").read_text())
+    sb = json.loads((tmp_path / "sim" / "summary.json").read_text())
+    assert sa["mode"] == "mpi" and sa["world_size"] == ranks
+    assert sa["bytes_up"] == sb["bytes_up"] and sa["bytes_down"] == sb["bytes_down"]
+    assert sa["final_metrics"] == sb["final_metrics"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "bogus=1"], "unknown key 'bogus'"),
+        (["--set", "method.uplink=nope"], "unknown compressor 'nope'"),
+        (["missing.toml"], "config file not found"),
+    ],
+)
+def test_bad_input_under_mpi_exits_2_with_one_message(args, message, tmp_path):
+    proc = launch(3, ["-m", "psgd.train", "--out", str(tmp_path / "x"), *args], timeout=120)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("psgd: error")]
+    assert len(errors) == 1 and message in errors[0], proc.stderr
+
+
+def test_world_size_one_is_refused(tmp_path):
+    proc = launch(1, ["-m", "psgd.train", "--out", str(tmp_path / "x")], timeout=120)
+    assert proc.returncode == 2
+    assert "world size 1" in proc.stderr
+
+
+def test_corrupted_frame_under_mpi(tmp_path):
+    proc = launch(3, ["tests/mpi_fault.py", "--out", str(tmp_path / "x"), "--set", "rounds=10"], timeout=120)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("psgd: error")]
+    assert len(errors) == 1 and "malformed frame from rank 2 in round 3" in errors[0], proc.stderr
+    assert len(records(tmp_path / "x")) == 3  # rounds 0..2 were logged before the failure
