@@ -36,7 +36,7 @@ class Frame:
     round: int
     sender: int
     info: list = field(default_factory=list)
-    parts: list[bytes] = field(default_factory=list)
+    parts: list[bytes | memoryview] = field(default_factory=list)
 
     @property
     def body_len(self) -> int:
@@ -69,7 +69,8 @@ def decode_frame(data: bytes | bytearray | memoryview, sender: int, round: int |
         where = f"round {round}" if round is not None else "set-up/shut-down"
         return FrameError(f"malformed frame from rank {sender} in {where}: {why}")
 
-    data = bytes(data)
+    if not isinstance(data, bytes):
+        data = bytes(data)
     if len(data) < len(MAGIC) + 1:
         raise bad(f"only {len(data)} bytes")
     if data[: len(MAGIC)] != MAGIC:
@@ -100,8 +101,8 @@ def decode_frame(data: bytes | bytearray | memoryview, sender: int, round: int |
         raise bad("part lengths must be non-negative integers")
     if offset + sum(lengths) != len(data):
         raise bad(f"declares {sum(lengths)} body bytes, carries {len(data) - offset}")
-    parts, pos = [], offset
+    parts, pos, view = [], offset, memoryview(data)
     for n in lengths:
-        parts.append(data[pos : pos + n])
+        parts.append(view[pos : pos + n])  # zero-copy slices
         pos += n
     return Frame(Kind(kind), frame_round, frame_sender, info, parts)

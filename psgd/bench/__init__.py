@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m psgd.bench round|compress``, JSON on stdout (and --out FILE)."""

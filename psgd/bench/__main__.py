@@ -1,0 +1,33 @@
+"""python -m psgd.bench {round,compress} [options]: measure, print JSON, optionally save it."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+BENCHES = {"round": "psgd.bench.round", "compress": "psgd.bench.compress"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m psgd.bench", description=__doc__)
+    sub = parser.add_subparsers(dest="bench", required=True)
+    modules = {}
+    for name, path in BENCHES.items():
+        modules[name] = importlib.import_module(path)
+        p = sub.add_parser(name, help=modules[name].__doc__.splitlines()[0])
+        p.add_argument("--out", help="also write the JSON to this file")
+        modules[name].add_arguments(p)
+    args = parser.parse_args(argv)
+    result = modules[args.bench].run(args)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
