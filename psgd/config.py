@@ -14,6 +14,7 @@ import tomllib
 
 from psgd.errors import ConfigError
 from psgd.methods import MethodOptions, build, method_class
+from psgd.runtime import link
 from psgd.tasks import TaskOptions, task_class
 
 
@@ -26,6 +27,8 @@ class RunConfig:
     rounds: int = 300
     eval_every: int = 50
     device: str = "auto"  # "auto": each worker on a GPU when there is one (round-robin), else CPU
+    link: str = ""  # emulated link, e.g. "bandwidth=1Gbit,latency=50us" (empty: none)
+    checkpoint_every: int = 0  # rounds between checkpoints (0: only at the end)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -120,6 +123,9 @@ def from_dict(data: dict) -> RunConfig:
         raise ConfigError(f"eval_every must be >= 1, got {cfg.eval_every}")
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {cfg.device!r}")
+    if cfg.checkpoint_every < 0:
+        raise ConfigError(f"checkpoint_every must be >= 0, got {cfg.checkpoint_every}")
+    link.parse(cfg.link)
     try:
         build(method)  # builds the compressors: unknown specs fail here, on every rank alike
     except ValueError as e:

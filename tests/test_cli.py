@@ -11,7 +11,7 @@ from psgd.train import main
     "args, message",
     [
         (["--set", "bogus=1"], "unknown key 'bogus'"),
-        (["--set", "method.lr=fast"], "method.lr: expected float"),
+        (["--set", "method.lr=fast"], "method.lr must be a number"),
         (["--set", "rounds=1.5"], "rounds: expected int"),
         (["--set", "method.uplink=nope:k=1"], "unknown compressor 'nope'"),
         (["--set", "method.uplink=topk:ratio=2"], "ratio must be in"),

@@ -18,7 +18,14 @@ def records(folder):
     "ranks, extra",
     [
         (5, []),
-        (3, ["--set", "method.uplink=scaled_sign", "--set", "method.downlink=topk:ratio=0.2", "--set", "task.split=label_skew"]),
+        (
+            3,
+            [
+                *("--set", "method.uplink=scaled_sign"),
+                *("--set", "method.downlink=topk:ratio=0.2"),
+                *("--set", "task.split=label_skew"),
+            ],
+        ),
     ],
 )
 def test_mpi_run_equals_simulation(ranks, extra, tmp_path):

@@ -93,7 +93,9 @@ def test_identity_uplink_is_plain_sgd_bytes():
 
 def test_corrupted_frame_names_sender_and_round_and_ends_cleanly():
 
-    def flip(w, data, state={"n": 0}):
+    state = {"n": 0}
+
+    def flip(w, data):
         state["n"] += 1
         if w == 2 and state["n"] == 8:  # round 3's uplink from worker 2 (2 workers, in rank order)
             return data[:-3]

@@ -112,7 +112,10 @@ class Compressor(ABC):
             raise FrameError(f"{self.name}: bad header fields ({e})") from None
         if len(data) - offset != expected:
             raise FrameError(f"{self.name}: body has {len(data) - offset} bytes, header implies {expected}")
-        body = torch.frombuffer(bytearray(data[offset:]), dtype=torch.uint8) if expected else torch.empty(0, dtype=torch.uint8)
+        if expected:
+            body = torch.frombuffer(bytearray(data[offset:]), dtype=torch.uint8)
+        else:
+            body = torch.empty(0, dtype=torch.uint8)
         m = Message(codec, d, DTYPE_OF_CODE[dtype_code], tuple(meta), body.to(device))
         self._validate(m)
         return m

@@ -108,7 +108,8 @@ def make(spec: str) -> Compressor:
         if not eq:
             raise ValueError(f"{name}: expected key=value, got {piece!r}")
         if key not in known or known[key] is Compressor:
-            raise ValueError(f"{name}: unknown parameter {key!r}; known: {', '.join(k for k in known if known[k] is not Compressor) or 'none'}")
+            names = ", ".join(k for k in known if known[k] is not Compressor) or "none"
+            raise ValueError(f"{name}: unknown parameter {key!r}; known: {names}")
         kind = known[key]
         kind = next((a for a in typing.get_args(kind) if a is not type(None)), kind)
         kwargs[key] = _convert(name, key, kind, raw)

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from psgd.compress import Compressor, Message, make
-from psgd.methods.options import MethodOptions
+from psgd.methods.options import THEORY, MethodOptions
+from psgd.methods.theory import Constants
 from psgd.seeding import generator
 
 Oracle = Callable[..., torch.Tensor]
@@ -46,14 +47,41 @@ class Method(ABC):
     name: str
     Options: type[MethodOptions] = MethodOptions
 
-    def __init__(self, options: MethodOptions) -> None:
+    def __init__(self, options: MethodOptions, constants: Constants | None = None) -> None:
+        """``constants`` (n, d, and L, mu when the task knows them) is None only when a config
+        is validated before any task exists; checks that need the task are skipped then."""
         self.options = options
+        self.constants = constants
         self.uplink: Compressor = make(options.uplink)
         self.downlink: Compressor = make(options.downlink)
         self.check()
+        if constants is not None and (options.lr == THEORY or options.strict_theory):
+            self.check_theory()
 
     def check(self) -> None:
         """Refuse incompatible options with a ValueError that says why."""
+
+    def theory_lr(self) -> tuple[float, str]:
+        """(the largest step size the method's theorem allows for ``self.constants``, the
+        theorem and its formula with the numbers); ValueError when no theorem applies."""
+        raise ValueError(f"{self.name}: no theorem step size is implemented; give method.lr as a number")
+
+    def check_theory(self) -> None:
+        """Resolve lr = 'theory'; with strict_theory, refuse a step size above the theorem's bound."""
+        o = self.options
+        if o.momentum or o.weight_decay:
+            raise ValueError(
+                f"{self.name}: the theorems assume plain steps; lr = 'theory' and strict_theory "
+                "need momentum = weight_decay = 0"
+            )
+        bound, why = self.theory_lr()
+        if o.lr == THEORY:
+            self.options = replace(o, lr=bound)
+        elif o.lr > bound * (1 + 1e-12):
+            raise ValueError(
+                f"{self.name}: lr = {o.lr:g} is above the theorem's bound {bound:.6g} ({why}); "
+                "use lr = 'theory', a smaller lr, or strict_theory = false"
+            )
 
     # --- codecs of each round's parts (the receiver parses bytes with them) ---
     def uplink_codecs(self, round: int) -> list[Compressor]:

@@ -3,6 +3,7 @@
 Worker i:  p_i = e_i + u_i,  c_i = C_up(p_i),  e_i <- p_i - c_i
            with u_i = g_i (error in gradient units, the DL codes) or u_i = lr_t g_i
            (paper 1's Algorithm 1, error in lr*g units; then the step applies lr = 1).
+           With a dense downlink this is MEM-SGD (SPEC 3.9).
 Server:    a = (1/n) sum_i c_i.  With an identity downlink it sends a (MEM-SGD, 32d down).
            With a compressed downlink it keeps the global error e_s (DoubleSqueeze-style,
            SPEC 3.8): v = a + e_s, q = C_down(v), e_s <- v - q, and sends q.
@@ -19,6 +20,7 @@ import torch
 from psgd.methods.options import MethodOptions
 from psgd.methods.registry import register
 from psgd.methods.sgd import SGD, Replica, mean
+from psgd.methods.theory import contraction
 
 
 @dataclass(frozen=True)
@@ -48,13 +50,26 @@ class EF14(SGD):
     name = "ef14"
     Options = EF14Options
 
+    def theory_lr(self):
+        """Paper 1's distributed EF theorem (SPEC 3.2), full gradients (B = 0): lr <= 1/(14 (2 delta + B) L)."""
+        c = self.constants
+        L = c.need_L(self.name)
+        if self.keeps_global_error():
+            raise ValueError(f"{self.name}: the EF theorem assumes an uncompressed downlink")
+        delta = 1 / contraction(self.uplink, c.d, self.name)
+        why = f"paper 1, EF with C in B3(delta): lr <= 1/(28 delta L), delta = {delta:g}, L = {L:g}"
+        return 1 / (28 * delta * L), why
+
+    def keeps_global_error(self) -> bool:
+        """A compressed downlink needs the server's error (DoubleSqueeze-style)."""
+        return self.downlink.name != "identity"
+
     def step_lr(self, round: int) -> float:
         return 1.0 if self.options.error_units == "lr" else self.options.lr_at(round)
 
     def server_init(self, x0, ctx):
         replica, down = super().server_init(x0, ctx)
-        bidirectional = self.downlink.name != "identity"
-        error = torch.zeros_like(x0) if bidirectional else None
+        error = torch.zeros_like(x0) if self.keeps_global_error() else None
         return ServerState(replica.x, replica.opt, error), down
 
     def worker_init(self, init, ctx):

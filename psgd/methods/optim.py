@@ -19,6 +19,10 @@ class SGDStep:
 
     def step(self, x: torch.Tensor, direction: torch.Tensor, lr: float) -> None:
         """In-place update of x along direction with step size lr."""
+        x.sub_(lr * self.direction(x, direction))
+
+    def direction(self, x: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+        """What multiplies -lr in the step (weight decay and momentum applied; updates the buffer)."""
         o = self.options
         d = direction
         if o.weight_decay:
@@ -29,7 +33,7 @@ class SGDStep:
             else:
                 self.buf.mul_(o.momentum).add_(d)
             d = d + o.momentum * self.buf if o.nesterov else self.buf
-        x.sub_(lr * d)
+        return d
 
     def state(self) -> dict[str, torch.Tensor]:
         return {} if self.buf is None else {"momentum_buffer": self.buf}

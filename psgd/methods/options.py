@@ -4,24 +4,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+THEORY = "theory"  # method.lr = "theory": the step size of the method's theorem (see Method.theory_lr)
+
 
 @dataclass(frozen=True)
 class MethodOptions:
     name: str = "ef14"
     uplink: str = "identity"  # compressor spec for worker -> server
     downlink: str = "identity"  # compressor spec for server -> worker
-    lr: float = 0.1
+    lr: float | str = 0.1  # a number, or "theory" (resolved from the task's constants by methods.build)
     momentum: float = 0.0
     nesterov: bool = False
     weight_decay: float = 0.0
     lr_milestones: list[int] = field(default_factory=list)  # rounds at which lr *= lr_gamma
     lr_gamma: float = 0.1
+    strict_theory: bool = False  # refuse an lr above the bound of the method's theorem
 
     def lr_at(self, round: int) -> float:
+        if isinstance(self.lr, str):
+            raise ValueError("method.lr = 'theory' is unresolved: build the method with a task that knows L and mu")
         return self.lr * self.lr_gamma ** sum(round >= m for m in self.lr_milestones)
 
     def __post_init__(self) -> None:
-        if not self.lr > 0:
+        if isinstance(self.lr, str):
+            if self.lr != THEORY:
+                raise ValueError(f"method.lr must be a number > 0 or {THEORY!r}, got {self.lr!r}")
+        elif not self.lr > 0:
             raise ValueError(f"method.lr must be > 0, got {self.lr}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"method.momentum must be in [0, 1), got {self.momentum}")

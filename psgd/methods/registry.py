@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import TypeVar
 
+from psgd.errors import ConfigError
 from psgd.methods.base import Method
+from psgd.methods.theory import Constants
 
 _REGISTRY: dict[str, type[Method]] = {}
 
@@ -28,7 +30,19 @@ def registered() -> dict[str, type[Method]]:
     return dict(_REGISTRY)
 
 
-def build(options, task=None) -> Method:
-    """The method the options name, ready to run. ``task`` (optional) lends constants such as
-    smoothness to methods whose step size comes from theory."""
-    return method_class(options.name)(options)
+def build(options, task=None, constants: Constants | None = None) -> Method:
+    """The method the options name, ready to run.
+
+    ``task`` (or ``constants`` directly, as ``psgd.simulate`` gives them) lends n, d and, for
+    tasks that know them, L and mu: lr = "theory" is resolved from them and strict_theory is
+    enforced. Without either, only the checks that need no task run (config validation).
+    Every refusal is a ConfigError (a ValueError), so jobs end with one line and exit code 2.
+    """
+    if constants is None and task is not None:
+        constants = Constants.of(task)
+    try:
+        return method_class(options.name)(options, constants)
+    except ConfigError:
+        raise
+    except ValueError as e:
+        raise ConfigError(str(e)) from None

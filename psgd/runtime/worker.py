@@ -9,9 +9,10 @@ import torch
 
 from psgd.config import RunConfig
 from psgd.methods import Context, build
+from psgd.runtime import checkpoint
 from psgd.runtime.frames import pack, unpack
 from psgd.tasks import task_class
-from psgd.wire import decode_frame
+from psgd.wire import Frame, decode_frame, encode_frame
 from psgd.wire.frame import Kind
 
 
@@ -33,6 +34,7 @@ class WorkerNode:
     def __init__(self, cfg: RunConfig, rank: int, n: int, device: torch.device) -> None:
         self.cfg, self.rank, self.n, self.device = cfg, rank, n, device
         task = task_class(cfg.task.name)(cfg.task, cfg.seed, n)
+        self.dim = task.dim
         self.method = build(cfg.method, task)
         self.oracle = task.oracle(rank, device)
         self.state = None
@@ -43,16 +45,37 @@ class WorkerNode:
 
     def handle(self, data: bytes) -> bytes | None:
         """Process one frame from the server; return the reply frame (None: nothing to send)."""
-        self.received += len(data)
+        sent, received = self.sent, self.received + len(data)
+        self.received = received
         try:
-            reply = self._handle(data)
+            frame = decode_frame(data, sender=0, round=None)
+            if frame.kind in (Kind.SNAPSHOT, Kind.RESTORE):  # checkpoint traffic: outside the ledger
+                self.received -= len(data)
+                return self.snapshot(frame) if frame.kind == Kind.SNAPSHOT else self.restore(frame)
+            reply = self._handle(frame, len(data))
         except Exception as e:  # the server reports it: one message, orderly shut-down
             reply, _ = pack(Kind.ERROR, self.round, self.rank, [f"{type(e).__name__}: {e}"[:500]])
-        self.sent += len(reply)
+        self.sent = sent + len(reply)
         return reply
 
-    def _handle(self, data: bytes) -> bytes:
-        frame = decode_frame(data, sender=0, round=None)
+    def snapshot(self, frame: Frame) -> bytes:
+        tensors, scalars = checkpoint.capture(self.state) if self.state is not None else ({}, {})
+        meta = {"scalars": scalars, "round": self.round, "sent": self.sent, "received": self.received}
+        return encode_frame(Frame(Kind.STATE, frame.round, self.rank, [], [checkpoint.to_bytes(tensors, meta)]))
+
+    def restore(self, frame: Frame) -> None:
+        tensors, meta = checkpoint.from_bytes(bytes(frame.parts[0]), f"state of worker {self.rank}")
+        if self.state is None:  # a fresh state of the right shape, then overwritten
+            d = self.dim
+            ctx = Context(0, self.rank, self.n, self.cfg.seed, self.device)
+            init = [torch.zeros(d, device=self.device) for _ in self.method.init_codecs()]
+            self.state = self.method.worker_init(init, ctx)
+        checkpoint.restore(self.state, tensors, meta["scalars"], self.device)
+        self.round, self.sent, self.received = meta["round"], meta["sent"], meta["received"]
+        return None
+
+
+    def _handle(self, frame: Frame, nbytes: int) -> bytes:
         if frame.kind == Kind.BYE:
             self.done = True
             self.exit_status = int(frame.info[0]) if frame.info else 2
@@ -72,7 +95,7 @@ class WorkerNode:
         t0 = time.perf_counter()
         messages = self.method.worker_step(self.state, down, oracle, ctx)
         encode_s = time.perf_counter() - t0 - oracle.seconds
-        info = [float(self.oracle.last_loss), oracle.seconds, encode_s, decode_s, len(data)]
+        info = [float(self.oracle.last_loss), oracle.seconds, encode_s, decode_s, nbytes]
         reply, _ = pack(Kind.UP, t, self.rank, info, messages)
         self.round += 1
         return reply

@@ -62,3 +62,7 @@ class Task(ABC):
     @abstractmethod
     def evaluate(self, x: torch.Tensor) -> dict[str, float]:
         """Test metrics of the model x (server side)."""
+
+    def constants(self) -> dict | None:
+        """What the theorems need, when the task knows it: {"L", "mu", "L_i"} (None: unknown)."""
+        return None

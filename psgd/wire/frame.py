@@ -28,6 +28,9 @@ class Kind(enum.IntEnum):
     BYE = 2  # server -> worker: stop; info = [status, text]
     LEDGER = 3  # worker -> server at shut-down: the worker's own byte counts
     ERROR = 4  # worker -> server: the worker failed; info = [text]
+    SNAPSHOT = 5  # server -> worker: send your state for a checkpoint (not training traffic)
+    STATE = 6  # worker -> server: one part, the worker's state blob
+    RESTORE = 7  # server -> worker: one part, a state blob to resume from
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,101 @@
+"""Checkpoint files and state blobs: named tensors plus a small msgpack header, no pickle.
+
+Layout: ``PSGDCKPT`` + msgpack ``{"meta": {...}, "tensors": [[name, dtype, shape, nbytes], ...]}``
++ the tensors' raw bytes in that order. Loading parses the header, checks every length and
+builds tensors from the bytes: nothing is ever unpickled. Files are written atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import msgpack
+import torch
+
+from psgd.errors import PsgdError
+from psgd.methods.optim import SGDStep
+
+MAGIC = b"PSGDCKPT"
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "int64": torch.int64, "uint8": torch.uint8}
+
+
+def to_bytes(tensors: dict[str, torch.Tensor], meta: dict) -> bytes:
+    index, blobs = [], []
+    for name, t in tensors.items():
+        t = t.detach().to("cpu").contiguous()
+        dtype = str(t.dtype).removeprefix("torch.")
+        if dtype not in DTYPES:
+            raise TypeError(f"cannot checkpoint {name} of dtype {t.dtype}")
+        raw = t.reshape(-1).view(torch.uint8).numpy().tobytes()
+        index.append([name, dtype, list(t.shape), len(raw)])
+        blobs.append(raw)
+    return b"".join([MAGIC, msgpack.packb({"meta": meta, "tensors": index}), *blobs])
+
+
+def from_bytes(data: bytes, what: str = "checkpoint") -> tuple[dict[str, torch.Tensor], dict]:
+    def bad(why):
+        return PsgdError(f"{what} is not a valid psgd checkpoint: {why}")
+
+    if not data.startswith(MAGIC):
+        raise bad("bad magic")
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=len(data))
+    unpacker.feed(data[len(MAGIC) :])
+    try:
+        header = unpacker.unpack()
+        meta, index = header["meta"], header["tensors"]
+    except Exception as e:
+        raise bad(f"unreadable header ({type(e).__name__})") from None
+    pos, tensors = len(MAGIC) + unpacker.tell(), {}
+    for entry in index:
+        try:
+            name, dtype, shape, nbytes = entry
+            t = torch.frombuffer(bytearray(data[pos : pos + nbytes]), dtype=DTYPES[dtype]) if nbytes else None
+            tensors[name] = (t if t is not None else torch.empty(0, dtype=DTYPES[dtype])).reshape(shape)
+        except (ValueError, KeyError, TypeError, RuntimeError) as e:
+            raise bad(f"tensor entry {entry!r:.80} ({type(e).__name__})") from None
+        pos += nbytes
+    if pos != len(data):
+        raise bad(f"{len(data) - pos} trailing bytes")
+    return tensors, meta
+
+
+def save(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(to_bytes(tensors, meta))
+    os.replace(tmp, path)  # a job killed while writing leaves the previous checkpoint intact
+
+
+def load(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    if not path.is_file():
+        raise PsgdError(f"no checkpoint at {path}")
+    return from_bytes(path.read_bytes(), str(path))
+
+
+def capture(state, prefix: str = "") -> tuple[dict[str, torch.Tensor], dict]:
+    """A method state (a dataclass of tensors, numbers, None and SGDStep) as tensors + scalars."""
+    tensors, scalars = {}, {}
+    for f in dataclasses.fields(state):
+        value, key = getattr(state, f.name), prefix + f.name
+        if isinstance(value, torch.Tensor):
+            tensors[key] = value
+        elif isinstance(value, SGDStep):
+            tensors.update({f"{key}.{k}": v for k, v in value.state().items()})
+        elif value is None or isinstance(value, (int, float, bool)):
+            scalars[key] = value
+        else:
+            raise TypeError(f"state field {key} of type {type(value).__name__} cannot be checkpointed")
+    return tensors, scalars
+
+
+def restore(state, tensors: dict[str, torch.Tensor], scalars: dict, device, prefix: str = "") -> None:
+    """Overwrite a freshly initialised state with captured values, in place."""
+    for f in dataclasses.fields(state):
+        value, key = getattr(state, f.name), prefix + f.name
+        if isinstance(value, SGDStep):
+            value.load({k.removeprefix(f"{key}."): v.to(device) for k, v in tensors.items() if k.startswith(f"{key}.")})
+        elif key in tensors:
+            setattr(state, f.name, tensors[key].to(device))
+        elif key in scalars:
+            setattr(state, f.name, scalars[key])

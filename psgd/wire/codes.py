@@ -1,0 +1,134 @@
+"""Variable-length codes on tensors: a bit writer and a bit reader.
+
+A variable-length body is a sequence of sections written at bit granularity and packed
+once, so its length is the exact sum of the code lengths rounded up to whole bytes.
+Prefix codes (unary, Elias gamma, Golomb-Rice) are written *split*: all the unary parts
+of a section first, then all the fixed-width remainders. The length is the same as the
+interleaved code, but decoding is vectorised: the positions of the ones in the unary
+part give every code length at once, with no sequential scan over the stream.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from psgd.errors import FrameError
+from psgd.wire.bits import pack_bits, pack_uint, unpack_bits, unpack_uint
+
+
+def bit_length(values: torch.Tensor) -> torch.Tensor:
+    """floor(log2 v) + 1 for integers 1 <= v < 2**53 (0 for v = 0), as int64."""
+    return torch.frexp(values.to(torch.float64)).exponent.to(torch.int64)
+
+
+def _spread(widths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For a run of fields of the given widths: each bit's field and its place in the field."""
+    total = int(widths.sum())
+    field = torch.repeat_interleave(torch.arange(widths.numel(), device=widths.device), widths, output_size=total)
+    start = torch.cumsum(widths, 0) - widths
+    return field, torch.arange(total, device=widths.device) - start[field]
+
+
+class BitWriter:
+    """Collects sections of bits on one device; ``packed()`` returns ceil(nbits/8) bytes."""
+
+    def __init__(self, device: torch.device | str):
+        self.device = torch.device(device)
+        self.parts: list[torch.Tensor] = []
+        self.nbits = 0
+
+    def bits(self, b: torch.Tensor) -> None:
+        self.parts.append(b.to(self.device, torch.bool).reshape(-1))
+        self.nbits += b.numel()
+
+    def uints(self, values: torch.Tensor, width: int) -> None:
+        """Each value in ``width`` bits, least significant first."""
+        if width and values.numel():
+            self.bits(unpack_bits(pack_uint(values, width), values.numel() * width))
+
+    def varuints(self, values: torch.Tensor, widths: torch.Tensor) -> None:
+        """Value i in widths[i] bits (widths may be 0), least significant first."""
+        if values.numel():
+            field, place = _spread(widths)
+            self.bits((values.to(torch.int64)[field] >> place) & 1)
+
+    def unary(self, q: torch.Tensor) -> None:
+        """Each q >= 0 as q zeros then a one: q + 1 bits."""
+        ends = torch.cumsum(q.to(torch.int64) + 1, 0)
+        out = torch.zeros(int(ends[-1]) if q.numel() else 0, dtype=torch.bool, device=self.device)
+        out[ends - 1] = True
+        self.bits(out)
+
+    def gammas(self, values: torch.Tensor) -> None:
+        """Elias gamma of each v >= 1, split: unary(L-1) parts, then the L-1 low bits (L = bit length)."""
+        low = bit_length(values) - 1
+        self.unary(low)
+        self.varuints(values - (1 << low), low)
+
+    def rice(self, values: torch.Tensor, r: int) -> None:
+        """Golomb-Rice code with parameter 2**r of each v >= 0, split: unary quotients, then r-bit remainders."""
+        v = values.to(torch.int64)
+        self.unary(v >> r)
+        self.uints(v & ((1 << r) - 1), r)
+
+    def packed(self) -> torch.Tensor:
+        if not self.parts:
+            return torch.empty(0, dtype=torch.uint8, device=self.device)
+        return pack_bits(torch.cat(self.parts))
+
+
+class BitReader:
+    """Reads the sections a BitWriter wrote; running past the end raises FrameError."""
+
+    def __init__(self, body: torch.Tensor, nbits: int, what: str):
+        if body.numel() * 8 < nbits:
+            raise FrameError(f"{what}: body shorter than {nbits} bits")
+        self.stream = unpack_bits(body, nbits)
+        self.pos = 0
+        self.what = what
+
+    def _take(self, n: int) -> torch.Tensor:
+        if n < 0 or self.pos + n > self.stream.numel():
+            raise FrameError(f"{self.what}: body ends early")
+        out = self.stream[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def bits(self, n: int) -> torch.Tensor:
+        return self._take(n)
+
+    def uints(self, n: int, width: int) -> torch.Tensor:
+        if not (width and n):
+            return torch.zeros(n, dtype=torch.int64, device=self.stream.device)
+        return unpack_uint(pack_bits(self._take(n * width)), n, width)
+
+    def varuints(self, widths: torch.Tensor) -> torch.Tensor:
+        field, place = _spread(widths)
+        chunk = self._take(field.numel()).to(torch.int64) << place
+        return torch.zeros(widths.numel(), dtype=torch.int64, device=chunk.device).index_add_(0, field, chunk)
+
+    def unary(self, n: int, max_value: int) -> torch.Tensor:
+        """n unary codes; a code above max_value is malformed."""
+        if n == 0:
+            return torch.zeros(0, dtype=torch.int64, device=self.stream.device)
+        ones = torch.nonzero(self.stream[self.pos :]).view(-1)[:n]
+        if ones.numel() < n:
+            raise FrameError(f"{self.what}: body ends inside a unary code")
+        q = torch.diff(ones, prepend=ones.new_full((1,), -1)) - 1
+        if int(q.max()) > max_value:
+            raise FrameError(f"{self.what}: code value out of range")
+        self.pos += int(ones[-1]) + 1
+        return q
+
+    def gammas(self, n: int, max_bits: int = 62) -> torch.Tensor:
+        low = self.unary(n, max_bits - 1)
+        return (1 << low) | self.varuints(low)
+
+    def rice(self, n: int, r: int, max_quotient: int) -> torch.Tensor:
+        q = self.unary(n, max_quotient)
+        return (q << r) | self.uints(n, r)
+
+    def finish(self) -> None:
+        """The body must be consumed exactly."""
+        if self.pos != self.stream.numel():
+            raise FrameError(f"{self.what}: {self.stream.numel() - self.pos} unread bits")
