@@ -17,16 +17,17 @@ import torch
 
 import psgd
 from psgd import config
-from psgd.errors import PsgdError
+from psgd.errors import ConfigError, PsgdError
 from psgd.methods import registered as methods
-from psgd.runtime import devices, rundir
+from psgd.runtime import checkpoint, devices, link, rundir
 from psgd.runtime.server import ServerNode
 from psgd.runtime.simulate import run_in_process
 from psgd.tasks import registered as tasks
 
 EPILOG = """\
 config keys (any of them with --set key=value; values are TOML, bare words are strings):
-  name, seed, rounds, eval_every, device = auto|cpu|cuda
+  name, seed, rounds, eval_every, device = auto|cpu|cuda, checkpoint_every (0: at the end only),
+  link (emulated network, e.g. "bandwidth=1Gbit,latency=50us"; empty: none)
   task.name = {tasks}; task.batch_size, task.split = iid|label_skew, and the task's own keys
   method.name = {methods}; method.uplink, method.downlink (compressor specs such as
       topk:ratio=0.01, scaled_sign, identity; see python -m psgd.compress),
@@ -48,22 +49,74 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default: runs/<name>, never overwritten)")
     p.add_argument("--simulate", type=int, metavar="N", help="run N workers in this process instead of under MPI")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument(
+        "--link", metavar="SPEC", help="emulate a link, e.g. bandwidth=1Gbit,latency=50us (same as --set link=...)"
+    )
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue RUN_DIR from its checkpoint (its config.toml; --set may change only "
+        + ", ".join(RESUMABLE)
+        + ")",
+    )
     return p
+
+
+RESUMABLE = ("rounds", "eval_every", "checkpoint_every", "link")
+CHECKPOINT = "checkpoint.psgd"
+
+
+def load_config(args) -> config.RunConfig:
+    overrides = list(args.set) + ([f"link={args.link!r}"] if args.link is not None else [])
+    if args.resume is None:
+        return config.load(args.config, overrides)
+    if args.config is not None or args.out is not None:
+        raise ConfigError("--resume continues a run folder: give no CONFIG and no --out")
+    saved = Path(args.resume) / "config.toml"
+    if not saved.is_file():
+        raise ConfigError(f"--resume {args.resume}: not a run folder (no config.toml)")
+    base, cfg = config.load(saved).to_dict(), config.load(saved, overrides)
+    changed = [k for k, v in cfg.to_dict().items() if k not in RESUMABLE and v != base[k]]
+    if changed:
+        raise ConfigError(f"--resume cannot change {', '.join(changed)}; only {', '.join(RESUMABLE)}")
+    return cfg
+
+
+def open_run(cfg: config.RunConfig, out: str | None, resume: str | None):
+    """Rank 0's run folder; on resume also the checkpoint and the rounds logged before it."""
+    if resume is None:
+        path = rundir.choose(out, cfg.name)
+        return rundir.RunDir(path, cfg), None, []
+    path = Path(resume)
+    saved = checkpoint.load(path / CHECKPOINT)
+    at = saved[1]["round"]
+    if at > cfg.rounds:
+        raise ConfigError(f"the checkpoint in {path} is at round {at}, beyond rounds = {cfg.rounds}")
+    history = [r for r in rundir.read_rounds(path) if r["round"] < at]
+    if [r["round"] for r in history] != list(range(at)):
+        raise ConfigError(f"{path / 'rounds.jsonl'} does not hold rounds 0..{at - 1} of the checkpoint")
+    return rundir.RunDir(path, cfg, keep_rounds=history), saved, history
 
 
 class Progress:
     """Rank 0's progress line: round, loss, accuracy, MB moved so far, ETA."""
 
-    def __init__(self, quiet: bool) -> None:
-        self.quiet, self.up, self.down = quiet, 0, 0
+    def __init__(self, quiet: bool, history: list[dict] = ()) -> None:
+        self.quiet = quiet
+        self.up = sum(sum(r["bytes_up"]) for r in history)
+        self.down = sum(sum(r["bytes_down"]) for r in history)
+        self.since: tuple[int, float] | None = None  # (round, time_s) of this session's first round
 
     def __call__(self, record: dict, cfg: config.RunConfig) -> None:
         self.up += sum(record["bytes_up"])
         self.down += sum(record["bytes_down"])
         t, total = record["round"] + 1, cfg.rounds
+        if self.since is None:
+            self.since = (t, record["time_s"])
         if self.quiet or not (t % max(1, total // 20) == 0 or "test_accuracy" in record or t == total):
             return
-        eta = record["time_s"] / t * (total - t)
+        done = t - self.since[0]
+        eta = (record["time_s"] - self.since[1]) / done * (total - t) if done else float("nan")
         metric = "".join(f"  {k} {v:.4f}" for k, v in record.items() if k.startswith("test_"))
         print(
             f"[psgd] round {t}/{total}  loss {record['loss']:.4f}{metric}  "
@@ -129,20 +182,27 @@ def fail(message: str, rank: int = 0) -> int:
     return 2
 
 
-def simulate_main(cfg, n: int, out: str | None, quiet: bool) -> int:
+def simulate_main(cfg, n: int, args) -> int:
     if n < 1:
         return fail(f"--simulate needs at least 1 worker, got {n}")
-    path = rundir.choose(out, cfg.name)
-    folder = rundir.RunDir(path, cfg)
+    folder, resume, history = open_run(cfg, args.out, args.resume)
     start = time.perf_counter()
-    server, result = run_in_process(cfg, n, log=folder.log, progress=Progress(quiet))
+    server, result = run_in_process(
+        cfg,
+        n,
+        log=folder.log,
+        progress=Progress(args.quiet, history),
+        checkpoint_path=folder.path / CHECKPOINT,
+        resume=resume,
+        history=history,
+    )
     summary = summarize(cfg, server, result, n + 1, "simulate", time.perf_counter() - start)
     folder.finish(summary)
-    report(summary, path)
+    report(summary, folder.path)
     return 0
 
 
-def mpi_main(cfg, out: str | None, quiet: bool) -> int:
+def mpi_main(cfg, args) -> int:
     from mpi4py import MPI
 
     from psgd.runtime.transport import MPITransport
@@ -157,10 +217,15 @@ def mpi_main(cfg, out: str | None, quiet: bool) -> int:
     try:
         device = devices.pick(cfg.device, rank)
         if rank == 0:
-            path = rundir.choose(out, cfg.name)
-            node = ServerNode(cfg, size - 1, device, progress=Progress(quiet))
-            folder = rundir.RunDir(path, cfg)
-            node.log = folder.log
+            folder, resume, history = open_run(cfg, args.out, args.resume)
+            node = ServerNode(
+                cfg,
+                size - 1,
+                device,
+                log=folder.log,
+                progress=Progress(args.quiet, history),
+                checkpoint_path=folder.path / CHECKPOINT,
+            )
         else:
             node = WorkerNode(cfg, rank, size - 1, device)
     except PsgdError as e:
@@ -172,6 +237,9 @@ def mpi_main(cfg, out: str | None, quiet: bool) -> int:
     if flag[0]:
         return fail(error, rank) if error else 2
     transport = MPITransport(comm)
+    emulated = link.parse(cfg.link)
+    if emulated is not None:  # every rank holds its own sends for their transfer time
+        transport = link.EmulatedLink(transport, emulated)
     if rank != 0:
         while not node.done:
             reply = node.handle(transport.recv(0))
@@ -179,10 +247,10 @@ def mpi_main(cfg, out: str | None, quiet: bool) -> int:
                 transport.send(0, reply)
         return node.exit_status
     start = time.perf_counter()
-    result = node.run(transport)
+    result = node.run(transport, resume=resume, history=history)
     summary = summarize(cfg, node, result, size, "mpi", time.perf_counter() - start)
     folder.finish(summary)
-    report(summary, path)
+    report(summary, folder.path)
     return 0
 
 
@@ -195,10 +263,10 @@ def main(argv: list[str] | None = None) -> int:
 
         rank = MPI.COMM_WORLD.Get_rank()
     try:
-        cfg = config.load(args.config, args.set)
+        cfg = load_config(args)
         if args.simulate is not None:
-            return simulate_main(cfg, args.simulate, args.out, args.quiet)
-        return mpi_main(cfg, args.out, args.quiet)
+            return simulate_main(cfg, args.simulate, args)
+        return mpi_main(cfg, args)
     except PsgdError as e:
         return fail(str(e)) if rank == 0 else 2
 

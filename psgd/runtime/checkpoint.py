@@ -74,19 +74,30 @@ def load(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
 
 
 def capture(state, prefix: str = "") -> tuple[dict[str, torch.Tensor], dict]:
-    """A method state (a dataclass of tensors, numbers, None and SGDStep) as tensors + scalars."""
+    """A method state as named tensors + scalars. A state is a dataclass whose fields are
+    tensors, numbers, None, an SGDStep, a list of tensors or another such dataclass."""
     tensors, scalars = {}, {}
     for f in dataclasses.fields(state):
-        value, key = getattr(state, f.name), prefix + f.name
-        if isinstance(value, torch.Tensor):
-            tensors[key] = value
-        elif isinstance(value, SGDStep):
-            tensors.update({f"{key}.{k}": v for k, v in value.state().items()})
-        elif value is None or isinstance(value, (int, float, bool)):
-            scalars[key] = value
-        else:
-            raise TypeError(f"state field {key} of type {type(value).__name__} cannot be checkpointed")
+        _capture(getattr(state, f.name), prefix + f.name, tensors, scalars)
     return tensors, scalars
+
+
+def _capture(value, key: str, tensors: dict, scalars: dict) -> None:
+    if isinstance(value, torch.Tensor):
+        tensors[key] = value
+    elif isinstance(value, SGDStep):
+        tensors.update({f"{key}.{k}": v for k, v in value.state().items()})
+    elif dataclasses.is_dataclass(value):
+        t, s = capture(value, key + ".")
+        tensors.update(t)
+        scalars.update(s)
+    elif isinstance(value, list) and all(isinstance(v, torch.Tensor) for v in value):
+        scalars[key + "#len"] = len(value)
+        tensors.update({f"{key}.{i}": v for i, v in enumerate(value)})
+    elif value is None or isinstance(value, (int, float, bool)):
+        scalars[key] = value
+    else:
+        raise TypeError(f"state field {key} of type {type(value).__name__} cannot be checkpointed")
 
 
 def restore(state, tensors: dict[str, torch.Tensor], scalars: dict, device, prefix: str = "") -> None:
@@ -95,7 +106,15 @@ def restore(state, tensors: dict[str, torch.Tensor], scalars: dict, device, pref
         value, key = getattr(state, f.name), prefix + f.name
         if isinstance(value, SGDStep):
             value.load({k.removeprefix(f"{key}."): v.to(device) for k, v in tensors.items() if k.startswith(f"{key}.")})
+        elif dataclasses.is_dataclass(value):
+            restore(value, tensors, scalars, device, key + ".")
+        elif key + "#len" in scalars:
+            setattr(state, f.name, [tensors[f"{key}.{i}"].to(device) for i in range(scalars[key + "#len"])])
         elif key in tensors:
-            setattr(state, f.name, tensors[key].to(device))
+            saved = tensors[key].to(device)
+            if isinstance(value, torch.Tensor) and value.shape == saved.shape and value.dtype == saved.dtype:
+                value.copy_(saved)  # in place: a state tensor may be a view other objects share
+            else:
+                setattr(state, f.name, saved)
         elif key in scalars:
             setattr(state, f.name, scalars[key])

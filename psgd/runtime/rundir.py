@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 from psgd.config import RunConfig, to_toml
@@ -36,13 +37,33 @@ def _clean(value):
     return value
 
 
+def read_rounds(path: Path) -> list[dict]:
+    """The records of rounds.jsonl; a torn last line (a job killed while writing) is dropped."""
+    records = []
+    lines = (path / "rounds.jsonl").read_text().splitlines() if (path / "rounds.jsonl").is_file() else []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                break
+            raise ConfigError(f"{path / 'rounds.jsonl'}: line {i + 1} is not JSON") from None
+    return records
+
+
 class RunDir:
-    def __init__(self, path: Path, cfg: RunConfig) -> None:
+    """A run folder open for writing. ``keep_rounds`` (resume): the records of the rounds
+    before the checkpoint, rewritten, and later rounds appended after them."""
+
+    def __init__(self, path: Path, cfg: RunConfig, keep_rounds: list[dict] = ()) -> None:
         self.path = path
         try:
             path.mkdir(parents=True, exist_ok=True)
             (path / "config.toml").write_text(to_toml(cfg))
-            self.rounds = open(path / "rounds.jsonl", "w")  # noqa: SIM115  (open for the whole run)
+            kept = path / "rounds.jsonl.tmp"  # replaced atomically: a kill here loses no record
+            kept.write_text("".join(json.dumps(_clean(r)) + "\n" for r in keep_rounds))
+            os.replace(kept, path / "rounds.jsonl")
+            self.rounds = open(path / "rounds.jsonl", "a")  # noqa: SIM115  (open for the whole run)
         except OSError as e:
             raise ConfigError(f"cannot write run folder {path}: {e.strerror}") from None
 

@@ -3,6 +3,12 @@ worker, receive every uplink in rank order, run the method's server rule, log th
 
 Every frame goes through the ledger. At shut-down each worker reports the bytes it sent
 and received; they must equal the server's counts, or the run fails loudly.
+
+Checkpoints (every ``checkpoint_every`` rounds and after the last round) hold the server's
+method state, every worker's state (fetched with SNAPSHOT frames), the downlink frame of
+the next round and the ledger. Every random draw is seeded by (seed, rank, round,
+purpose), so these are all a resumed run needs to repeat the uninterrupted run exactly.
+Checkpoint frames are not training traffic: they are counted apart (``checkpoint_bytes_*``).
 """
 
 from __future__ import annotations
@@ -16,11 +22,12 @@ import torch
 from psgd.config import RunConfig
 from psgd.errors import FrameError, PsgdError
 from psgd.methods import Context, build
+from psgd.runtime import checkpoint
 from psgd.runtime.frames import pack, unpack
-from psgd.runtime.ledger import Ledger
+from psgd.runtime.ledger import Counts, Ledger
 from psgd.runtime.transport import Transport
 from psgd.tasks import task_class
-from psgd.wire import decode_frame
+from psgd.wire import Frame, decode_frame, encode_frame
 from psgd.wire.frame import Kind
 
 
@@ -32,13 +39,17 @@ class RunResult:
 
 
 class ServerNode:
-    def __init__(self, cfg: RunConfig, n: int, device: torch.device, log=None, progress=None) -> None:
+    def __init__(
+        self, cfg: RunConfig, n: int, device: torch.device, log=None, progress=None, checkpoint_path=None
+    ) -> None:
         self.cfg, self.n, self.device = cfg, n, device
         self.task = task_class(cfg.task.name)(cfg.task, cfg.seed, n)
         self.method = build(cfg.method, self.task)
         self.ledger = Ledger(n)
+        self.checkpoint_bytes = Ledger(n)  # SNAPSHOT/STATE/RESTORE frames, apart from training traffic
         self.log = log or (lambda record: None)
         self.progress = progress or (lambda record, cfg: None)
+        self.checkpoint_path = checkpoint_path
         self.worker_devices: list[str] = []
 
     def ctx(self, round: int) -> Context:
@@ -73,10 +84,12 @@ class ServerNode:
             raise failure
         return frames, seconds
 
-    def run(self, transport: Transport) -> RunResult:
-        result = RunResult()
+    def run(self, transport: Transport, resume: tuple | None = None, history: list[dict] = ()) -> RunResult:
+        """Run every round; ``resume`` = checkpoint.load(...) continues from a checkpoint,
+        ``history`` holds the rounds logged before it (kept in the result)."""
+        result = RunResult(rounds=list(history))
         try:
-            self._rounds(transport, result)
+            self._rounds(transport, result, resume)
         except PsgdError as e:
             with contextlib.suppress(PsgdError):  # the first error is the one to report
                 self.shutdown(transport, status=2, text=str(e))
@@ -85,12 +98,17 @@ class ServerNode:
         result.model = self.method.server_model(self.state)
         return result
 
-    def _rounds(self, transport: Transport, result: RunResult) -> None:
-        cfg, start = self.cfg, time.perf_counter()
+    def _rounds(self, transport: Transport, result: RunResult, resume: tuple | None) -> None:
+        cfg = self.cfg
         self.state, init = self.method.server_init(self.task.init_params().to(self.device), self.ctx(0))
-        down, header = pack(Kind.DOWN, 0, 0, [], init)
         self.final_metrics: dict = {}
-        for t in range(cfg.rounds):
+        if resume is None:
+            first, elapsed = 0, 0.0
+            down, header = pack(Kind.DOWN, 0, 0, [], init)
+        else:
+            first, elapsed, down, header = self.restore(transport, *resume)
+        start = time.perf_counter() - elapsed
+        for t in range(first, cfg.rounds):
             comm_s = self.broadcast(transport, down, header)
             frames, recv_s = self.gather(transport, t)
             comm_s += recv_s
@@ -129,6 +147,59 @@ class ServerNode:
             result.rounds.append(record)
             self.log(record)
             self.progress(record, cfg)
+            every = cfg.checkpoint_every
+            if self.checkpoint_path is not None and ((every and (t + 1) % every == 0) or t == cfg.rounds - 1):
+                self.save(transport, t + 1, down, header, time.perf_counter() - start)
+
+    def save(self, transport: Transport, next_round: int, down: bytes, header: int, elapsed: float) -> None:
+        """Write a checkpoint taken between rounds: next_round's downlink is built, not sent."""
+        snapshot, snapshot_header = pack(Kind.SNAPSHOT, next_round, 0, [])
+        for w in range(1, self.n + 1):
+            transport.send(w, snapshot)
+            self.checkpoint_bytes.sent(w, len(snapshot), snapshot_header)
+        tensors, scalars = checkpoint.capture(self.state, "server.")
+        for w in range(1, self.n + 1):
+            data = transport.recv(w)
+            frame = decode_frame(data, sender=w, round=next_round)
+            self.checkpoint_bytes.received(w, len(data), len(data) - frame.body_len)
+            if frame.kind != Kind.STATE or len(frame.parts) != 1:
+                text = frame.info[0] if frame.kind == Kind.ERROR and frame.info else frame.kind.name
+                raise PsgdError(f"worker {w} could not send its state for the checkpoint of round {next_round}: {text}")
+            tensors[f"worker{w}"] = torch.frombuffer(bytearray(frame.parts[0]), dtype=torch.uint8)
+        tensors["down"] = torch.frombuffer(bytearray(down), dtype=torch.uint8)
+        meta = {
+            "round": next_round,
+            "workers": self.n,
+            "dim": self.task.dim,
+            "method": self.method.name,
+            "down_header": header,
+            "elapsed": elapsed,
+            "scalars": scalars,
+            "ledger": self.ledger.state(),
+            "final_metrics": self.final_metrics,
+        }
+        checkpoint.save(self.checkpoint_path, tensors, meta)
+
+    def restore(self, transport: Transport, tensors: dict, meta: dict) -> tuple[int, float, bytes, int]:
+        """Load a checkpoint into this server and its workers; (next round, elapsed s, its downlink, header)."""
+        mine = (self.n, self.task.dim, self.method.name)
+        saved = (meta["workers"], meta["dim"], meta["method"])
+        if saved != mine:
+            raise PsgdError(
+                f"the checkpoint is of {saved[0]} workers, d = {saved[1]}, method {saved[2]}; "
+                f"this job has {mine[0]} workers, d = {mine[1]}, method {mine[2]}"
+            )
+        next_round = meta["round"]
+        checkpoint.restore(self.state, tensors, meta["scalars"], self.device, "server.")
+        for w in range(1, self.n + 1):
+            blob = tensors[f"worker{w}"].numpy().tobytes()
+            data = encode_frame(Frame(Kind.RESTORE, next_round, 0, [], [blob]))
+            transport.send(w, data)
+            self.checkpoint_bytes.sent(w, len(data), len(data) - len(blob))
+        self.ledger.up = Counts(**meta["ledger"]["up"])
+        self.ledger.down = Counts(**meta["ledger"]["down"])
+        self.final_metrics = meta["final_metrics"]
+        return next_round, meta["elapsed"], tensors["down"].numpy().tobytes(), meta["down_header"]
 
     def shutdown(self, transport: Transport, status: int, text: str) -> dict:
         """Send BYE to every worker, collect their own byte counts and check them against ours."""
@@ -152,4 +223,6 @@ class ServerNode:
             "bytes_down": list(self.ledger.down.total),
             "header_up": list(self.ledger.up.header),
             "header_down": list(self.ledger.down.header),
+            "checkpoint_bytes_up": list(self.checkpoint_bytes.up.total),
+            "checkpoint_bytes_down": list(self.checkpoint_bytes.down.total),
         }

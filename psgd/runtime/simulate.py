@@ -4,16 +4,25 @@ LocalTransport instead of MPI, so losses and byte counts are identical."""
 from __future__ import annotations
 
 from psgd.config import RunConfig
-from psgd.runtime import devices
+from psgd.runtime import devices, link
 from psgd.runtime.server import RunResult, ServerNode
 from psgd.runtime.transport import LocalTransport
 from psgd.runtime.worker import WorkerNode
 
 
-def run_in_process(cfg: RunConfig, n: int, log=None, progress=None) -> tuple[ServerNode, RunResult]:
+def run_in_process(
+    cfg: RunConfig, n: int, log=None, progress=None, checkpoint_path=None, resume=None, history=()
+) -> tuple[ServerNode, RunResult]:
+    """Run cfg with n in-process workers; the keywords are ServerNode's and ServerNode.run's."""
     workers = {r: WorkerNode(cfg, r, n, devices.pick(cfg.device, r)) for r in range(1, n + 1)}
-    server = ServerNode(cfg, n, devices.pick(cfg.device, 0), log=log, progress=progress)
-    result = server.run(LocalTransport(workers))
+    server = ServerNode(
+        cfg, n, devices.pick(cfg.device, 0), log=log, progress=progress, checkpoint_path=checkpoint_path
+    )
+    transport = LocalTransport(workers)
+    emulated = link.parse(cfg.link)
+    if emulated is not None:  # workers are not processes here: the server also waits out their sends
+        transport = link.EmulatedLink(transport, emulated, hold_receives=True)
+    result = server.run(transport, resume=resume, history=history)
     return server, result
 
 
