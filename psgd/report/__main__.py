@@ -1,0 +1,7 @@
+"""``python -m psgd.report RUN [RUN ...] --out DIR [--link SPEC] [--target ACC]``."""
+
+import sys
+
+from psgd.report.cli import main
+
+sys.exit(main())

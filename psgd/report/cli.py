@@ -1,0 +1,55 @@
+"""The report command: run folders in, PNG plots and report.md out."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from psgd.errors import ConfigError, PsgdError
+from psgd.report.metrics import run_metrics
+from psgd.report.plots import draw_all
+from psgd.report.runs import load_runs
+from psgd.report.table import markdown
+from psgd.runtime.link import parse as parse_link
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m psgd.report",
+        description="Turn run folders (finished or killed) into PNG plots and a markdown table.",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders written by python -m psgd.train")
+    p.add_argument("--out", required=True, help="folder for report.md and the PNGs (created)")
+    p.add_argument(
+        "--link", default="", metavar="SPEC", help="project wall-clock on a link, e.g. bandwidth=1Gbit,latency=50us"
+    )
+    p.add_argument("--target", type=float, metavar="ACC", help="report bytes and time to reach this test accuracy")
+    return p
+
+
+def write_report(runs: list[str], out: str | Path, link_spec: str = "", target: float | None = None) -> Path:
+    """Loads the runs, writes the plots and report.md into ``out``; returns report.md's path."""
+    link = parse_link(link_spec)
+    loaded = load_runs(runs)
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create --out {out}: {e.strerror}") from None
+    rows = [run_metrics(run, link, target) for run in loaded]
+    plots = draw_all(loaded, out, link, link_spec, target)
+    path = out / "report.md"
+    path.write_text(markdown(rows, target, link, link_spec, plots))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        path = write_report(args.runs, args.out, args.link, args.target)
+    except PsgdError as e:
+        print(f"psgd: error: {e}", file=sys.stderr, flush=True)
+        return 2
+    print(f"[psgd] report: {path}", flush=True)
+    return 0

@@ -1,0 +1,134 @@
+"""The numbers a report shows for one run, all computed from rounds.jsonl (so a killed
+run's partial log gives the same kind of answer as a finished one).
+
+Projected wall-clock on a link (``psgd.runtime.link``): per round
+    compute + encode + decode + server + sum over the round's frames of link.hold(bytes),
+i.e. the measured computation plus the transfer time of every frame that round, up and
+down, carried one after another by the server's link (the parameter server is the
+bottleneck of a star). Measured comm_s is replaced, not added.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from psgd.config import load as load_config
+from psgd.errors import PsgdError
+from psgd.report.runs import TIMINGS, Run
+from psgd.runtime.link import Link
+from psgd.tasks import task_class
+
+FP32 = 4  # bytes per coordinate of an uncompressed float32 vector
+
+
+def cumulative_bytes(run: Run) -> np.ndarray:
+    """Bytes up + down over all workers, cumulated to the end of each round."""
+    return np.cumsum(run.bytes_per_round("bytes_up") + run.bytes_per_round("bytes_down"))
+
+
+def transfer_seconds(run: Run, link: Link) -> np.ndarray:
+    """Per round: every frame of the round held for its transfer time on ``link``."""
+    return np.array(
+        [sum(link.hold(b) for b in r["bytes_up"]) + sum(link.hold(b) for b in r["bytes_down"]) for r in run.records]
+    )
+
+
+def projected_time(run: Run, link: Link) -> np.ndarray:
+    """Projected wall-clock (s) at the end of each round on ``link`` (see the module docstring)."""
+    compute = sum(np.nan_to_num(run.column(k)) for k in TIMINGS if k != "comm_s")
+    return np.cumsum(compute + transfer_seconds(run, link))
+
+
+def dimension(run: Run) -> int | None:
+    """d from summary.json; for an unfinished run, from building the task of its config (None if that fails)."""
+    if run.summary and "dim" in run.summary:
+        return int(run.summary["dim"])
+    if not (run.path / "config.toml").is_file():
+        return None
+    try:
+        cfg = load_config(run.path / "config.toml")
+        return task_class(cfg.task.name)(cfg.task, cfg.seed, run.workers).dim
+    except (PsgdError, ValueError, OSError):
+        return None
+
+
+@dataclass(frozen=True)
+class Reached:
+    """Where a run first reached the target accuracy (at an evaluation round)."""
+
+    round: int
+    bytes: float
+    seconds: float
+    projected_s: float | None
+
+
+@dataclass(frozen=True)
+class RunMetrics:
+    label: str
+    method: str
+    uplink: str
+    downlink: str
+    workers: int
+    rounds: int  # rounds logged
+    planned: int | None  # rounds in the config
+    complete: bool
+    mode: str | None  # "mpi" or "simulate" (summary.json); None for an unfinished run
+    final_loss: float
+    final_metrics: dict[str, float]  # the last evaluation of every metric
+    mb_up: float
+    mb_down: float
+    ratio_up: float | None  # fp32 bytes / bytes sent (None: d unknown)
+    ratio_down: float | None
+    seconds: dict[str, float]  # summed compute / encode / comm / decode / server, and wall
+    projected_s: float | None
+    reached: Reached | None  # None: no target, or not reached
+
+
+def first_reach(run: Run, target: float, metric: str, projected: np.ndarray | None) -> Reached | None:
+    for i in run.evaluated(metric):
+        if run.records[i][metric] >= target:
+            cum = cumulative_bytes(run)
+            return Reached(
+                int(run.records[i]["round"]),
+                float(cum[i]),
+                float(run.records[i]["time_s"]),
+                None if projected is None else float(projected[i]),
+            )
+    return None
+
+
+def run_metrics(run: Run, link: Link | None = None, target: float | None = None) -> RunMetrics:
+    up, down = run.bytes_per_round("bytes_up").sum(), run.bytes_per_round("bytes_down").sum()
+    d = dimension(run)
+    fp32 = None if d is None else FP32 * d * len(run.records) * run.workers
+    final = {}
+    for metric in run.metrics():
+        idx = run.evaluated(metric)
+        if len(idx):
+            final[metric] = float(run.records[idx[-1]][metric])
+    projected = None if link is None else projected_time(run, link)
+    seconds = {k: float(np.nansum(run.column(k))) for k in TIMINGS}
+    seconds["wall"] = float(run.records[-1]["time_s"])
+    planned = run.config.get("rounds")
+    return RunMetrics(
+        label=run.label,
+        method=run.setting("method", "name"),
+        uplink=run.setting("method", "uplink", "identity"),
+        downlink=run.setting("method", "downlink", "identity"),
+        workers=run.workers,
+        rounds=len(run.records),
+        planned=planned,
+        complete=run.summary is not None,
+        mode=(run.summary or {}).get("mode"),
+        final_loss=float(run.column("loss")[-1]),
+        final_metrics=final,
+        mb_up=float(up) / 1e6,
+        mb_down=float(down) / 1e6,
+        ratio_up=None if fp32 is None else fp32 / up,
+        ratio_down=None if fp32 is None else fp32 / down,
+        seconds=seconds,
+        projected_s=None if projected is None else float(projected[-1]),
+        reached=None if target is None else first_reach(run, target, "test_accuracy", projected),
+    )

@@ -1,0 +1,153 @@
+"""The report's figures (matplotlib, Agg): training loss and an evaluation metric against
+rounds, total bytes, measured wall-clock and projected wall-clock; and the time split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import numpy as np  # noqa: E402
+from matplotlib.ticker import EngFormatter, LogLocator  # noqa: E402
+
+from psgd.report.metrics import cumulative_bytes, projected_time  # noqa: E402
+from psgd.report.runs import Run  # noqa: E402
+from psgd.runtime.link import Link  # noqa: E402
+
+COLORS = plt.get_cmap("tab10").colors
+
+
+def smooth(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing mean over ``window`` rounds (shorter at the start); NaNs skipped."""
+    ok = np.isfinite(values)
+    sums = np.cumsum(np.where(ok, values, 0.0))
+    counts = np.cumsum(ok)
+    lo = np.maximum(np.arange(len(values)) - window, -1)
+    pad = np.concatenate(([0.0], sums)), np.concatenate(([0], counts))
+    n = counts - pad[1][lo + 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (sums - pad[0][lo + 1]) / n
+
+
+def eval_metric(runs: list[Run]) -> str | None:
+    """test_accuracy when any run has it, else the first metric any run evaluated."""
+    names = [m for run in runs for m in run.metrics()]
+    if "test_accuracy" in names:
+        return "test_accuracy"
+    return names[0] if names else None
+
+
+def _axes(x_label: str, metric: str | None, log_x: bool = False):
+    fig, axes = plt.subplots(1, 2 if metric else 1, figsize=(12 if metric else 6.5, 4.6), squeeze=False, sharex=True)
+    axes = axes[0]
+    for ax in axes:
+        ax.set_xlabel(x_label)
+        ax.grid(True, which="major", alpha=0.35)
+        if log_x:
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(EngFormatter(unit="B"))
+            ax.xaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+            ax.xaxis.set_minor_formatter(EngFormatter(unit="B"))
+            ax.tick_params(axis="x", which="minor", labelsize=7)
+    axes[0].set_ylabel("training loss (minibatch, mean over workers)")
+    axes[0].set_title("faint: every round; solid: trailing mean", fontsize=9, color="0.35")
+    return fig, axes
+
+
+def _finish(fig, axes, metric: str | None, target: float | None, path: Path, title: str) -> None:
+    if metric:
+        axes[1].set_ylabel(metric.replace("_", " "))
+        if target is not None and metric == "test_accuracy":
+            axes[1].axhline(target, color="0.4", linestyle="--", linewidth=1, label=f"target {target:g}")
+    for ax in axes:
+        ax.legend(fontsize=8, loc="best")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _positive(runs: list[Run], key: str) -> bool:
+    values = np.concatenate([run.column(key) for run in runs])
+    values = values[np.isfinite(values)]
+    return len(values) > 0 and bool((values > 0).all())
+
+
+def curves(
+    runs: list[Run],
+    xs: list[np.ndarray],
+    x_label: str,
+    path: Path,
+    title: str,
+    target: float | None = None,
+    log_x: bool = False,
+) -> None:
+    """Loss (raw, faint; smoothed, solid) and the evaluation metric (markers) against xs."""
+    metric = eval_metric(runs)
+    fig, axes = _axes(x_label, metric, log_x)
+    for i, (run, x) in enumerate(zip(runs, xs, strict=True)):
+        color = COLORS[i % len(COLORS)]
+        loss = run.column("loss")
+        window = max(1, len(loss) // 50)
+        axes[0].plot(x, loss, color=color, alpha=0.2, linewidth=0.6)
+        axes[0].plot(x, smooth(loss, window), color=color, linewidth=1.6, label=run.label)
+        if metric:
+            idx = run.evaluated(metric)
+            if len(idx):
+                values = [run.records[j][metric] for j in idx]
+                axes[1].plot(x[idx], values, color=color, marker="o", markersize=3.5, linewidth=1.4, label=run.label)
+    if _positive(runs, "loss"):
+        axes[0].set_yscale("log")
+    if metric and metric != "test_accuracy" and _positive(runs, metric):
+        axes[1].set_yscale("log")
+    _finish(fig, axes, metric, target, path, title)
+
+
+def time_split(runs: list[Run], path: Path) -> None:
+    """Horizontal stacked bars: seconds in compute, encode, comm, decode, server per run."""
+    parts = ["compute_s", "encode_s", "comm_s", "decode_s", "server_s"]
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.55 * len(runs)))
+    left = np.zeros(len(runs))
+    labels = [run.label for run in runs]
+    for j, part in enumerate(parts):
+        seconds = np.array([np.nansum(run.column(part)) for run in runs])
+        ax.barh(labels, seconds, left=left, color=COLORS[j], label=part.removesuffix("_s"))
+        left += seconds
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds summed over rounds (compute, encode: slowest worker)")
+    ax.legend(ncol=len(parts), fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
+    ax.grid(True, axis="x", alpha=0.35)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def draw_all(runs: list[Run], out: Path, link: Link | None, link_spec: str, target: float | None) -> list[str]:
+    """Writes every figure into ``out``; returns their file names."""
+    made = []
+
+    def curve(name, xs, label, title, log_x=False):
+        curves(runs, xs, label, out / name, title, target, log_x)
+        made.append(name)
+
+    curve("rounds.png", [run.rounds for run in runs], "round", "against rounds")
+    curve(
+        "bytes.png",
+        [cumulative_bytes(run) for run in runs],
+        "total bytes sent (up + down, all workers; log scale)",
+        "against communication",
+        log_x=True,
+    )
+    curve("wallclock.png", [run.column("time_s") for run in runs], "measured wall-clock (s)", "against wall-clock")
+    if link:
+        curve(
+            "projected.png",
+            [projected_time(run, link) for run in runs],
+            f"projected wall-clock (s) on a {link_spec} link",
+            f"projected on {link_spec}",
+        )
+    time_split(runs, out / "time_split.png")
+    made.append("time_split.png")
+    return made
