@@ -70,13 +70,23 @@ class Compressor(ABC):
     """
 
     name: ClassVar[str]
-    unbiased: ClassVar[bool] = False
+    unbiased: ClassVar[bool] = False  # an instance property where it depends on the parameters
     summary: ClassVar[str] = ""
+    klass: ClassVar[str] = ""  # the class of SPEC section 1, e.g. "U(d/k - 1)" or "B3(d/k)"
+    wire_bits: ClassVar[str] = ""  # the bit count on the wire, e.g. "k(32 + IDX)"
 
     @property
     def spec(self) -> str:
-        params = ",".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self))  # type: ignore[arg-type]
-        return f"{self.name}:{params}" if params else self.name
+        """The spec string ``make`` turns back into this compressor (unset parameters left out)."""
+        inner = [getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), Compressor)]
+        params = [
+            f"{f.name}={getattr(self, f.name)}"
+            for f in fields(self)  # type: ignore[arg-type]
+            if getattr(self, f.name) is not None and not isinstance(getattr(self, f.name), Compressor)
+        ]
+        if inner:
+            return f"{self.name}({', '.join([inner[0].spec, *params])})"
+        return f"{self.name}:{','.join(params)}" if params else self.name
 
     def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> Message:
         check_input(x)
@@ -144,8 +154,12 @@ class Compressor(ABC):
         return None
 
     def delta(self, d: int) -> float | None:
-        """B3(delta) parameter: E||C(x)-x||^2 <= (1 - 1/delta)||x||^2 (None when not contractive)."""
-        return None
+        """B3(delta) parameter: E||C(x)-x||^2 <= (1 - 1/delta)||x||^2 (None when not contractive).
+
+        By default an unbiased C in U(omega) with omega < 1 is in B3(1/(1 - omega)).
+        """
+        w = self.omega(d) if self.unbiased else None
+        return 1 / (1 - w) if w is not None and w < 1 else None
 
 
 def fp32_bytes(n: int) -> int:

@@ -1,7 +1,8 @@
 """Build compressors from spec strings: ``topk:ratio=0.01``, ``blockwise(scaled_sign, bucket=5MiB)``.
 
 Grammar: ``name[:key=value,...]`` or ``name(inner_spec[, key=value, ...])`` for wrappers,
-whose first dataclass field receives the inner compressor. Values are typed by the
+whose first dataclass field receives the inner compressor; a key the wrapper does not have
+belongs to the inner spec, so ``scaled(randk:ratio=0.1,shared_seed=false)`` reads as meant. Values are typed by the
 compressor's dataclass fields; sizes accept KiB/MiB/GiB suffixes.
 """
 
@@ -78,6 +79,7 @@ def make(spec: str) -> Compressor:
         raise ValueError(f"compressor spec must be a non-empty string, got {spec!r}")
     spec = spec.strip()
     inner: Compressor | None = None
+    inner_spec: str | None = None
     if "(" in spec:
         if not spec.endswith(")"):
             raise ValueError(f"compressor spec {spec!r}: unbalanced parentheses")
@@ -85,12 +87,19 @@ def make(spec: str) -> Compressor:
         pieces = _split_top(args)
         if not pieces or "=" in pieces[0].split("(")[0]:
             raise ValueError(f"compressor spec {spec!r}: a wrapper needs an inner compressor first")
-        inner = make(pieces[0])
-        pieces = pieces[1:]
+        inner_spec, pieces = pieces[0], pieces[1:]
     else:
         name, _, args = spec.partition(":")
         pieces = _split_top(args)
     name = name.strip()
+    if inner_spec is not None and name in _REGISTRY:
+        # keys the wrapper does not know continue the inner spec: scaled(randk:ratio=0.1,shared_seed=false)
+        own = {f.name for f in dataclasses.fields(_REGISTRY[name])}  # type: ignore[arg-type]
+        extra = [p for p in pieces if p.partition("=")[0].strip() not in own]
+        pieces = [p for p in pieces if p not in extra]
+        if extra:
+            inner_spec += ("," if ":" in inner_spec else ":") + ",".join(extra)
+        inner = make(inner_spec)
     if name not in _REGISTRY:
         raise ValueError(f"unknown compressor {name!r}; available: {', '.join(sorted(_REGISTRY))}")
     cls = _REGISTRY[name]

@@ -61,6 +61,14 @@ class Method(ABC):
     def check(self) -> None:
         """Refuse incompatible options with a ValueError that says why."""
 
+    def require_dense_downlink(self) -> None:
+        """For methods whose server broadcasts one dense fp32 vector (their theorems assume it)."""
+        if self.downlink.name != "identity":
+            raise ValueError(
+                f"{self.name}: the downlink must be identity (the method broadcasts a dense fp32 vector); "
+                f"got {self.downlink.spec!r}. For a compressed downlink use ef14, doublesqueeze or liec"
+            )
+
     def theory_lr(self) -> tuple[float, str]:
         """(the largest step size the method's theorem allows for ``self.constants``, the
         theorem and its formula with the numbers); ValueError when no theorem applies."""
