@@ -1,0 +1,92 @@
+"""DIANA (Mishchenko et al. 2019; Horváth et al. 2019 form), SPEC 3.6: compress gradient differences.
+
+Worker i:  x <- x - lr g_hat (the broadcast direction),  g_i = grad f_i(x)
+           Delta_i = C_up(g_i - h_i),  h_i <- h_i + alpha Delta_i                up: bits(C_up)
+Server:    g_hat = h + (1/n) sum_i Delta_i,  h <- h + alpha (1/n) sum_i Delta_i
+           x <- x - lr g_hat, broadcast g_hat                                   down: 32d
+h_i^0 = 0; alpha = 1/(1 + omega) by default. C_up must be unbiased, C in U(omega), drawn
+independently by each worker (its own generator per rank and round). With full gradients the
+shifts h_i learn grad f_i(x*), so DIANA converges linearly to the exact optimum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from psgd.methods.options import MethodOptions
+from psgd.methods.registry import register
+from psgd.methods.sgd import SGD, Replica, mean
+from psgd.methods.theory import omega
+
+
+@dataclass(frozen=True)
+class DIANAOptions(MethodOptions):
+    alpha: float | None = None  # shift step size; None: 1/(1 + omega)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.alpha is not None and not 0 < self.alpha <= 1:
+            raise ValueError(f"method.alpha must be in (0, 1], got {self.alpha}")
+
+
+@dataclass
+class State(Replica):
+    h: torch.Tensor  # h_i on a worker, h = (1/n) sum_i h_i on the server
+
+
+def require_unbiased(method) -> None:
+    if not method.uplink.unbiased:
+        raise ValueError(
+            f"{method.name} needs an unbiased uplink compressor (C in U(omega)); {method.uplink.spec!r} is biased, "
+            "so the shifts h_i would not learn the gradients. Use ef21 or ef14 for biased compressors"
+        )
+
+
+@register
+class DIANA(SGD):
+    name = "diana"
+    Options = DIANAOptions
+
+    def check(self) -> None:
+        self.require_dense_downlink()
+        require_unbiased(self)
+
+    def alpha(self, d: int) -> float:
+        return self.options.alpha or 1 / (1 + omega(self.uplink, d, self.name))
+
+    def theory_lr(self):
+        """lr <= min(alpha/(2 mu), 1/((1 + 6 omega/n) L)) (SPEC 3.6; the constant 6 is [R])."""
+        c = self.constants
+        L, w = c.need_L(self.name), omega(self.uplink, c.d, self.name)
+        if c.mu is None:
+            raise ValueError(f"{self.name}: the theorem's step size needs the strong convexity constant mu")
+        a = self.alpha(c.d)
+        if a > 1 / (1 + w) * (1 + 1e-12):
+            raise ValueError(f"{self.name}: the theorem needs alpha <= 1/(1 + omega) = {1 / (1 + w):g}, got {a:g}")
+        lr = min(a / (2 * c.mu), 1 / ((1 + 6 * w / c.n) * L))
+        why = f"DIANA: lr <= min(alpha/(2 mu), 1/((1 + 6 omega/n) L)), alpha = {a:g}, omega = {w:g}, n = {c.n}"
+        return lr, f"{why}, L = {L:g}, mu = {c.mu:g}"
+
+    def server_init(self, x0, ctx):
+        replica, down = super().server_init(x0, ctx)
+        return State(replica.x, replica.opt, torch.zeros_like(x0)), down
+
+    def worker_init(self, init, ctx):
+        replica = super().worker_init(init, ctx)
+        return State(replica.x, replica.opt, torch.zeros_like(replica.x))
+
+    def worker_step(self, state: State, down, oracle, ctx):
+        self.apply_downlink(state, down, ctx)
+        msg = self.uplink.encode(oracle(state.x) - state.h, ctx.rng("uplink"))
+        state.h.add_(self.uplink.decode(msg), alpha=self.alpha(state.x.numel()))
+        return [msg]
+
+    def server_step(self, state: State, up, ctx):
+        delta = mean([u[0] for u in up])
+        g_hat = state.h + delta
+        state.h.add_(delta, alpha=self.alpha(state.x.numel()))
+        msg = self.downlink.encode(g_hat, ctx.rng("downlink", shared=True))
+        state.opt.step(state.x, self.downlink.decode(msg), self.step_lr(ctx.round))
+        return [msg]

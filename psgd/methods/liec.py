@@ -1,0 +1,132 @@
+"""LIEC-SGD (Cheng et al., arXiv 2402.11857), SPEC 3.10: bidirectional compression with the
+server's global error and each worker's local immediate error compensation.
+
+Normal round t ((t + 1) % H != 0):
+  worker i:  g_i = grad at its own x_i,  c_i = C_up(g_i),  r_i = g_i - c_i (kept for this round only)
+                                                                         up: bits(C_up), d + 32 with scaled sign
+  server:    m = (1/n) sum_i c_i + e_s,  q = C_down(m),  e_s <- m - q    down: bits(C_down), d + 32
+  worker i:  x_i <- SGD step along q + r_i (local compensation; its own momentum buffer)
+Sync round ((t + 1) % H == 0), full precision:
+  momentum = 0: worker i sends y_i = x_i - lr (g_i + wd x_i)             up: 32d
+                server x = (1/n) sum_i y_i - lr e_s, e_s <- 0, sends x   down: 32d
+                (= averaging the models, then one SGD step along (1/n) sum g_i + e_s, as the code does)
+  momentum > 0: worker i sends [x_i, g_i]                                up: 64d
+                server sends [x_bar, G = (1/n) sum_i g_i + e_s], e_s <- 0 down: 64d
+                worker i: x_i <- x_bar, then its SGD step along G (its own momentum buffer)
+The local models differ between syncs. The server never sees r_i: its model is the last
+synchronised average moved along the broadcast q's, and equals (1/n) sum_i x_i right after a sync.
+Virtual sequence (momentum = weight decay = 0): x_bar - lr e_s follows plain SGD on the mean gradient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from psgd.compress import make
+from psgd.methods.options import MethodOptions
+from psgd.methods.registry import register
+from psgd.methods.sgd import SGD, Replica, mean
+from psgd.methods.theory import contraction
+
+IDENTITY = make("identity")
+
+
+@dataclass(frozen=True)
+class LIECOptions(MethodOptions):
+    uplink: str = "scaled_sign"
+    downlink: str = "scaled_sign"
+    period: int = 32  # H: a full-precision sync every H rounds
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.period < 1:
+            raise ValueError(f"method.period must be >= 1, got {self.period}")
+
+
+@dataclass
+class WorkerState(Replica):
+    local_error: torch.Tensor  # r_i = g_i - C(g_i) of the current round
+
+
+@dataclass
+class ServerState(Replica):
+    global_error: torch.Tensor  # e_s
+
+
+@register
+class LIEC(SGD):
+    name = "liec"
+    Options = LIECOptions
+
+    def theory_lr(self):
+        """Theorem 1: lr < delta/(10 L), delta the contraction of the compressors (both directions)."""
+        c = self.constants
+        L = c.need_L(self.name)
+        delta = min(contraction(self.uplink, c.d, self.name), contraction(self.downlink, c.d, self.name))
+        return delta / (10 * L), f"LIEC-SGD Theorem 1: lr < delta/(10 L), delta = {delta:g}, L = {L:g}"
+
+    def sync(self, round: int) -> bool:
+        return (round + 1) % self.options.period == 0
+
+    def parts(self) -> int:
+        """Vectors per direction on a sync round: y_i, or (x_i, g_i) when momentum buffers are local."""
+        return 2 if self.options.momentum else 1
+
+    def uplink_codecs(self, round: int):
+        return [IDENTITY] * self.parts() if self.sync(round) else [self.uplink]
+
+    def downlink_codecs(self, round: int):
+        return [IDENTITY] * self.parts() if self.sync(round) else [self.downlink]
+
+    def server_init(self, x0, ctx):
+        replica, down = super().server_init(x0, ctx)
+        return ServerState(replica.x, replica.opt, torch.zeros_like(x0)), down
+
+    def worker_init(self, init, ctx):
+        replica = super().worker_init(init, ctx)
+        return WorkerState(replica.x, replica.opt, torch.zeros_like(replica.x))
+
+    def apply_downlink(self, state: WorkerState, down, ctx) -> None:
+        if not down:
+            return
+        t = ctx.round - 1
+        if not self.sync(t):
+            state.opt.step(state.x, down[0] + state.local_error, self.step_lr(t))
+            return
+        state.x.copy_(down[0])
+        if self.parts() == 2:
+            state.opt.step(state.x, down[1], self.step_lr(t))
+
+    def worker_step(self, state: WorkerState, down, oracle, ctx):
+        self.apply_downlink(state, down, ctx)
+        g = oracle(state.x)
+        if self.sync(ctx.round):
+            if self.parts() == 2:
+                return [IDENTITY.encode(state.x), IDENTITY.encode(g)]
+            y = state.x - self.step_lr(ctx.round) * state.opt.direction(state.x, g)
+            return [IDENTITY.encode(y)]
+        msg = self.uplink.encode(g, ctx.rng("uplink"))
+        torch.sub(g, self.uplink.decode(msg), out=state.local_error)
+        return [msg]
+
+    def server_step(self, state: ServerState, up, ctx):
+        lr = self.step_lr(ctx.round)
+        if self.sync(ctx.round):
+            if self.parts() == 2:
+                g = mean([u[1] for u in up]).add_(state.global_error)
+                msgs = [IDENTITY.encode(mean([u[0] for u in up])), IDENTITY.encode(g)]
+                state.x.copy_(IDENTITY.decode(msgs[0]))
+                state.opt.step(state.x, IDENTITY.decode(msgs[1]), lr)
+            else:
+                msgs = [IDENTITY.encode(mean([u[0] for u in up]).sub_(state.global_error, alpha=lr))]
+                state.x.copy_(IDENTITY.decode(msgs[0]))
+            state.global_error.zero_()
+            return msgs
+        m = mean([u[0] for u in up]).add_(state.global_error)
+        msg = self.downlink.encode(m, ctx.rng("downlink", shared=True))
+        q = self.downlink.decode(msg)
+        torch.sub(m, q, out=state.global_error)
+        state.opt.step(state.x, q, lr)
+        return [msg]
