@@ -16,6 +16,8 @@ class Identity(Compressor):
     name = "identity"
     unbiased = True
     summary = "fp32 values, no compression"
+    klass = "U(0)"
+    wire_bits = "32d"
 
     def _encode(self, x, generator):
         return (), x.to(torch.float32, copy=True).view(torch.uint8).reshape(-1)

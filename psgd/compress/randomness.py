@@ -37,3 +37,32 @@ def draw_seed(generator: torch.Generator | None) -> int:
 def seeded(seed: int) -> torch.Generator:
     """The CPU generator a shared seed stands for."""
     return torch.Generator().manual_seed(seed)
+
+
+_M32 = 0xFFFFFFFF
+
+
+def _mix32(v: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash (lowbias32) on int64 lanes: wrapping products, masked to 32 bits."""
+    v = v ^ (v >> 16)
+    v = (v * 0x7FEB352D) & _M32
+    v = v ^ (v >> 15)
+    v = (v * 0x846CA68B) & _M32
+    return v ^ (v >> 16)
+
+
+def hash_key(seed: int, *keys: torch.Tensor) -> torch.Tensor:
+    """Counter-based randomness: a 32-bit hash state of (seed, key1, key2, ...), keys being int64
+    tensors of values < 2^32 that broadcast together. The same keys give the same state on
+    every device and in any order, so a decoder can regenerate any single draw."""
+    h = _mix32(torch.tensor(seed & _M32, dtype=torch.int64, device=keys[0].device))
+    for k in keys:
+        h = _mix32(h ^ k)
+    return h
+
+
+def hash_normal(state: torch.Tensor, coord: torch.Tensor) -> torch.Tensor:
+    """Standard normals (float64) for hash states and coordinate counters, by Box-Muller."""
+    u1 = (_mix32(state ^ (2 * coord)) + 0.5) / 2.0**32
+    u2 = _mix32(state ^ (2 * coord + 1)) / 2.0**32
+    return torch.sqrt(-2 * torch.log(u1)) * torch.cos(2 * torch.pi * u2)

@@ -85,7 +85,7 @@ def make(spec: str) -> Compressor:
             raise ValueError(f"compressor spec {spec!r}: unbalanced parentheses")
         name, args = spec[:-1].split("(", 1)
         pieces = _split_top(args)
-        if not pieces or "=" in pieces[0].split("(")[0]:
+        if not pieces or "=" in re.split(r"[:(]", pieces[0])[0]:
             raise ValueError(f"compressor spec {spec!r}: a wrapper needs an inner compressor first")
         inner_spec, pieces = pieces[0], pieces[1:]
     else:

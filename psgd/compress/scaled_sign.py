@@ -33,6 +33,8 @@ def unpack_signs(body: torch.Tensor, d: int, dtype: torch.dtype) -> torch.Tensor
 class ScaledSign(Compressor):
     name = "scaled_sign"
     summary = "(||x||_1/d) sign(x): d sign bits + one fp32 scale"
+    klass = "B3(1/phi(x)) <= B3(d)"
+    wire_bits = "d + 32"
 
     def _encode(self, x, generator):
         return (), pack_signs(x, x.abs().sum() / x.numel())

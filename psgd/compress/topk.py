@@ -62,6 +62,12 @@ def sparse_body_bytes(k: int, d: int) -> int:
     return 4 * k + math.ceil(k * index_bits(d) / 8)
 
 
+def validate_indices(name: str, body: torch.Tensor, k: int, d: int) -> None:
+    """A sparse body's indices must name coordinates of x: FrameError otherwise."""
+    if k and index_bits(d) and int(unpack_sparse(body, k, d)[1].max()) >= d:
+        raise FrameError(f"{name}: index out of range for d={d}")
+
+
 @register
 @dataclass(frozen=True)
 class TopK(Compressor):
@@ -70,6 +76,8 @@ class TopK(Compressor):
 
     name = "topk"
     summary = "k largest |x_i|: fp32 values + ceil(log2 d)-bit indices"
+    klass = "B3(d/k)"
+    wire_bits = "k(32 + IDX)"
 
     def __post_init__(self):
         check_ratio_k(self.name, self.ratio, self.k)
@@ -94,9 +102,7 @@ class TopK(Compressor):
         return sparse_body_bytes(k, d)
 
     def _validate(self, m: Message) -> None:
-        (k,) = m.meta
-        if k and index_bits(m.d) and int(unpack_sparse(m.body, k, m.d)[1].max()) >= m.d:
-            raise FrameError(f"{self.name}: index out of range for d={m.d}")
+        validate_indices(self.name, m.body, m.meta[0], m.d)
 
     def bits(self, d):
         k = resolve_k(self.name, d, self.ratio, self.k)

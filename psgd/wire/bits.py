@@ -27,6 +27,21 @@ def _shifts(device: torch.device) -> torch.Tensor:
     return _SHIFTS[device]
 
 
+def segment_ids(lengths: torch.Tensor, total: int | None = None) -> torch.Tensor:
+    """For consecutive segments of the given lengths (zeros allowed): each element's segment.
+
+    Same as repeat_interleave(arange(n), lengths), by a cumulative sum of start markers
+    (torch's repeat_interleave has a large fixed cost on the CPU).
+    """
+    lengths = lengths.to(torch.int64)
+    if total is None:
+        total = int(lengths.sum())
+    starts = torch.cumsum(lengths, 0) - lengths
+    marks = torch.zeros(total + 1, dtype=torch.int64, device=lengths.device)
+    marks.index_add_(0, starts, torch.ones_like(starts))
+    return torch.cumsum(marks[:total], 0) - 1
+
+
 def pack_bits(bits: torch.Tensor) -> torch.Tensor:
     """Pack a 1-D bool tensor of n elements into ceil(n/8) uint8 bytes on the same device."""
     if bits.device.type == "cpu":

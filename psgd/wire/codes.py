@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from psgd.errors import FrameError
-from psgd.wire.bits import pack_bits, pack_uint, unpack_bits, unpack_uint
+from psgd.wire.bits import pack_bits, pack_uint, segment_ids, unpack_bits, unpack_uint
 
 
 def bit_length(values: torch.Tensor) -> torch.Tensor:
@@ -23,10 +23,9 @@ def bit_length(values: torch.Tensor) -> torch.Tensor:
 
 def _spread(widths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """For a run of fields of the given widths: each bit's field and its place in the field."""
-    total = int(widths.sum())
-    field = torch.repeat_interleave(torch.arange(widths.numel(), device=widths.device), widths, output_size=total)
+    field = segment_ids(widths)
     start = torch.cumsum(widths, 0) - widths
-    return field, torch.arange(total, device=widths.device) - start[field]
+    return field, torch.arange(field.numel(), device=widths.device) - start[field]
 
 
 class BitWriter:
@@ -132,3 +131,36 @@ class BitReader:
         """The body must be consumed exactly."""
         if self.pos != self.stream.numel():
             raise FrameError(f"{self.what}: {self.stream.numel() - self.pos} unread bits")
+
+
+TRITS_PER_GROUP = 29  # 3^29 < 2^46: 46/29 = 1.5862 bits per trit, 0.08% above log2(3)
+TRIT_GROUP_BITS = 46
+_POW3 = [3**j for j in range(TRITS_PER_GROUP)]
+
+
+def trit_bits(n: int) -> int:
+    """Bits that pack_trits uses for n trits."""
+    return TRIT_GROUP_BITS * -(-n // TRITS_PER_GROUP)
+
+
+def pack_trits(writer: BitWriter, trits: torch.Tensor) -> None:
+    """Base-3 digits (0, 1, 2), 29 to a 46-bit integer: ceil(n/29) * 46 bits."""
+    n = trits.numel()
+    t = trits.to(torch.int64)
+    pad = (-n) % TRITS_PER_GROUP
+    if pad:
+        t = torch.cat([t, t.new_zeros(pad)])
+    powers = torch.tensor(_POW3, dtype=torch.int64, device=t.device)
+    writer.uints((t.view(-1, TRITS_PER_GROUP) * powers).sum(1), TRIT_GROUP_BITS)
+
+
+def unpack_trits(reader: BitReader, n: int) -> torch.Tensor:
+    """Inverse of pack_trits: n base-3 digits as int64; a group >= 3^29 or non-zero padding is malformed."""
+    groups = reader.uints(-(-n // TRITS_PER_GROUP), TRIT_GROUP_BITS)
+    if groups.numel() and int(groups.max()) >= 3**TRITS_PER_GROUP:
+        raise FrameError(f"{reader.what}: base-3 group out of range")
+    powers = torch.tensor(_POW3, dtype=torch.int64, device=groups.device)
+    trits = (groups.unsqueeze(1) // powers % 3).view(-1)
+    if bool(trits[n:].any()):
+        raise FrameError(f"{reader.what}: non-zero base-3 padding")
+    return trits[:n]

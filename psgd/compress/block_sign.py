@@ -1,0 +1,59 @@
+"""Blockwise scaled sign (Zheng, Huang, Kwok 2019; LIEC "Blockwise-SignSGD", Def. 5), SPEC 2.5.
+
+For blocks G_b of size d_b: C(x)_{G_b} = (||x_{G_b}||_1 / d_b) sign(x_{G_b}), sign(0) = +1.
+Blocks are byte buckets (default 5 MiB of fp32, the LIEC setting) or the model's layers
+grouped into buckets (``layers=``; ``bucket=0`` gives one block per layer); see layout.py.
+Biased; per block ||C - x||^2 = (1 - phi_b)||x_b||^2 with phi_b >= 1/d_b, so B3(max_b d_b) [D].
+Wire: B fp32 scales, then d sign bits: d + 32B bits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from psgd.compress.base import Compressor, Message, packed_bytes
+from psgd.compress.layout import FIVE_MIB, blocks, check_bucket
+from psgd.compress.registry import register
+from psgd.wire import pack_bits, unpack_bits
+from psgd.wire.bits import segment_ids
+
+
+@register
+@dataclass(frozen=True)
+class BlockSign(Compressor):
+    bucket: int = FIVE_MIB
+    layers: str | None = None
+
+    name = "block_sign"
+    summary = "scaled sign per block (byte bucket or layer): d sign bits + one fp32 scale per block"
+    klass = "B3(max_b d_b)"
+    wire_bits = "d + 32B"
+
+    def __post_init__(self):
+        check_bucket(self.name, self.bucket)
+
+    def _sizes(self, d: int, device: torch.device) -> torch.Tensor:
+        return torch.tensor(blocks(self.name, d, self.bucket, self.layers), device=device)
+
+    def _encode(self, x, generator):
+        sizes = self._sizes(x.numel(), x.device)
+        work = torch.float64 if x.dtype == torch.float64 else torch.float32
+        scales = torch.segment_reduce(x.abs().to(work), "sum", lengths=sizes) / sizes
+        return (), torch.cat([scales.to(torch.float32).view(torch.uint8), pack_bits(x >= 0)])
+
+    def _decode(self, m: Message) -> torch.Tensor:
+        sizes = self._sizes(m.d, m.body.device)
+        nb = sizes.numel()
+        scale = m.body[: 4 * nb].view(torch.float32).to(m.dtype)[segment_ids(sizes, m.d)]
+        return torch.where(unpack_bits(m.body[4 * nb :], m.d), scale, -scale)
+
+    def body_bytes(self, d, meta):
+        return 4 * len(blocks(self.name, d, self.bucket, self.layers)) + packed_bytes(d)
+
+    def bits(self, d):
+        return d + 32 * len(blocks(self.name, d, self.bucket, self.layers))
+
+    def delta(self, d):
+        return float(max(blocks(self.name, d, self.bucket, self.layers)))

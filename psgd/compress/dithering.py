@@ -1,0 +1,233 @@
+"""Random dithering: QSGD (Alistarh et al.) with p = 2 or inf, TernGrad (Wen et al.), and natural
+dithering (Horvath et al.), SPEC 2.6 and 2.8. One family: they differ only in the level set.
+
+C(x) = ||x||_p sign(x) o xi(x), where y_i = |x_i| / ||x||_p in [0, 1] is rounded at random,
+unbiasedly, to one of the two adjacent levels (independently across coordinates):
+  * QSGD / random dithering: levels {0, 1/s, ..., 1}; omega = min(d/s^2, sqrt(d)/s) (QSGD
+    Lemma 3.1, p = 2; the same bound holds for p = inf [D]). Exact expected error for a
+    given x [D]: (||x||_p/s)^2 sum_i f_i (1 - f_i), f_i the fractional part of s y_i.
+  * TernGrad = QSGD with p = inf, s = 1: omega = (sqrt(d) - 1)/2, the worst case of
+    zeta(x) = ||x||_inf ||x||_1 / ||x||^2 [D].
+  * natural dithering: levels {0, 2^(1-s), ..., 1/2, 1}; omega = 1/8 + d^(1/2) 2^(1-s)
+    min{1, d^(1/2) 2^(1-s)} (EF21 code, r = min(p, 2) = 2).
+Wire, fixed-length: the fp32 norm, then per coordinate a sign bit and a level in
+ceil(log2(s+1)) bits (zero keeps its sign bit): 32 + d(1 + ceil(log2(s+1))) bits
+(TernGrad: 32 + 2d). QSGD with ``coding=elias`` (QSGD Thm 3.2): the norm, then for the
+nonzero coordinates Elias-gamma gaps between positions, sign bits and Elias-gamma levels,
+written split (psgd.wire.codes); the exact length rides in the header.
+The norm is rounded up to fp32 before the levels are drawn, so E C(x) = x with the norm the
+decoder sees and no level exceeds s.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from psgd.compress.base import Compressor, Message, packed_bytes
+from psgd.compress.randomness import uniform
+from psgd.compress.registry import register
+from psgd.errors import FrameError
+from psgd.wire import pack_uint, uint_width, unpack_uint
+from psgd.wire.codes import BitReader, BitWriter
+
+INF = math.inf
+
+
+def work_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def wire_norm(x: torch.Tensor, p: float) -> torch.Tensor:
+    """||x||_p as the fp32 the decoder will read, rounded up so that |x_i| <= norm."""
+    n = torch.linalg.vector_norm(x.to(work_dtype(x)), ord=p)
+    n32 = n.to(torch.float32)
+    return torch.where(n32.to(n.dtype) < n, torch.nextafter(n32, n32.new_tensor(INF)), n32)
+
+
+def normalized(x: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+    """y = |x| / norm in [0, 1] (all zeros for x = 0)."""
+    inv = torch.where(norm > 0, 1 / norm.to(work_dtype(x)), 0)
+    return (x.abs().to(work_dtype(x)) * inv).clamp_(max=1)
+
+
+def uniform_levels(y: torch.Tensor, s: int, u: torch.Tensor) -> torch.Tensor:
+    """Unbiased rounding of s*y to an integer level in [0, s]."""
+    sy = y * s
+    low = sy.floor()
+    return (low + (u < sy - low)).clamp_(max=s).to(torch.int64)
+
+
+def natural_levels(y: torch.Tensor, s: int, u: torch.Tensor) -> torch.Tensor:
+    """Unbiased rounding of y in [0, 1] to level j in [0, s], level j > 0 standing for 2^(j - s)."""
+    first = 2.0 ** (1 - s)
+    mant, e = torch.frexp(y)  # y = mant 2^e: between 2^(e-1) and 2^e when y >= 2^(1-s)
+    small = y < first
+    lower = torch.where(small, 0, e - 1 + s)
+    frac = torch.where(small, y / first, 2 * mant - 1)
+    return (lower + (u < frac)).clamp_(max=s).to(torch.int64)
+
+
+def natural_level_values(j: torch.Tensor, s: int, dtype: torch.dtype) -> torch.Tensor:
+    return torch.where(j > 0, torch.exp2((j - s).to(dtype)), 0)
+
+
+def natural_dither_omega(d: int, s: int) -> float:
+    t = math.sqrt(d) * 2.0 ** (1 - s)
+    return 1 / 8 + t * min(1.0, t)
+
+
+def check_levels(name: str, s: int, p: float) -> None:
+    if not (isinstance(s, int) and s >= 1):
+        raise ValueError(f"{name}: s must be an integer >= 1, got {s!r}")
+    if p not in (2.0, INF):
+        raise ValueError(f"{name}: p must be 2 or inf, got {p!r}")
+
+
+class _Dithering(Compressor):
+    """Norm + sign + level codecs; subclasses fix the level set, p and s."""
+
+    unbiased = True
+    natural: ClassVar[bool] = False
+
+    @property
+    def _p(self) -> float:
+        return self.p  # type: ignore[attr-defined]
+
+    @property
+    def _s(self) -> int:
+        return self.s  # type: ignore[attr-defined]
+
+    @property
+    def _elias(self) -> bool:
+        return getattr(self, "coding", "fixed") == "elias"
+
+    def levels(self, x: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(fp32 wire norm, integer levels) of x."""
+        norm = wire_norm(x, self._p)
+        y = normalized(x, norm)
+        u = uniform(x.numel(), y, generator)
+        rnd = natural_levels if self.natural else uniform_levels
+        return norm, rnd(y, self._s, u)
+
+    def values(self, levels: torch.Tensor, norm: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """|C(x)_i| from levels (in dtype, or fp32 for half types)."""
+        work = torch.float64 if dtype == torch.float64 else torch.float32
+        if self.natural:
+            return natural_level_values(levels, self._s, work) * norm.to(work)
+        return levels.to(work) * (norm.to(work) / self._s)
+
+    def _encode(self, x, generator):
+        norm, lv = self.levels(x, generator)
+        head = norm.reshape(1).view(torch.uint8)
+        if not self._elias:
+            return (), torch.cat([head, pack_uint((lv << 1) | (x < 0), 1 + uint_width(self._s))])
+        pos = torch.nonzero(lv).view(-1)
+        w = BitWriter(x.device)
+        w.gammas(torch.diff(pos, prepend=pos.new_full((1,), -1)))
+        w.bits(x[pos] < 0)
+        w.gammas(lv[pos])
+        return (pos.numel(), w.nbits), torch.cat([head, w.packed()])
+
+    def _parse(self, m: Message) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(norm, levels, negative) of a message; FrameError on contents no encoder writes."""
+        norm = m.body[:4].view(torch.float32)
+        if not bool(torch.isfinite(norm)) or float(norm) < 0:
+            raise FrameError(f"{self.name}: bad norm {float(norm)!r}")
+        if not self._elias:
+            codes = unpack_uint(m.body[4:], m.d, 1 + uint_width(self._s))
+            lv, neg = codes >> 1, (codes & 1).bool()
+            if m.d and int(lv.max()) > self._s:
+                raise FrameError(f"{self.name}: level above s = {self._s}")
+            return norm, lv, neg
+        nnz, nbits = m.meta
+        r = BitReader(m.body[4:], nbits, self.name)
+        gaps = r.gammas(nnz, max_bits=64)
+        sign = r.bits(nnz)
+        lvs = r.gammas(nnz, max_bits=64)
+        r.finish()
+        pos = torch.cumsum(gaps, 0) - 1
+        if nnz and (int(pos[-1]) >= m.d or int(lvs.max()) > self._s):
+            raise FrameError(f"{self.name}: position or level out of range")
+        lv = torch.zeros(m.d, dtype=torch.int64, device=m.body.device)
+        neg = torch.zeros(m.d, dtype=torch.bool, device=m.body.device)
+        lv[pos], neg[pos] = lvs, sign
+        return norm, lv, neg
+
+    def _validate(self, m: Message) -> None:
+        self._parse(m)
+
+    def _decode(self, m: Message) -> torch.Tensor:
+        norm, lv, neg = self._parse(m)
+        v = self.values(lv, norm, m.dtype)
+        return torch.where(neg, -v, v).to(m.dtype)
+
+    def body_bytes(self, d, meta):
+        if not self._elias:
+            return 4 + packed_bytes(d * (1 + uint_width(self._s)))
+        nnz, nbits = meta
+        if not (isinstance(nnz, int) and 0 <= nnz <= d and isinstance(nbits, int) and 0 <= nbits <= 200 * d):
+            raise ValueError(f"nnz={nnz!r}, nbits={nbits!r} for d={d}")
+        return 4 + packed_bytes(nbits)
+
+    def bits(self, d):
+        return None if self._elias else 32 + d * (1 + uint_width(self._s))
+
+
+@register
+@dataclass(frozen=True)
+class QSGD(_Dithering):
+    p: float = 2.0
+    s: int = 1
+    coding: str = "fixed"
+
+    name = "qsgd"
+    summary = "random dithering, s uniform levels of ||x||_p (p = 2 or inf), fixed or Elias coding"
+    klass = "U(min(d/s^2, sqrt(d)/s))"
+    wire_bits = "32 + d(1 + ceil(log2(s+1))); elias: data-dependent"
+
+    def __post_init__(self):
+        check_levels(self.name, self.s, self.p)
+        if self.coding not in ("fixed", "elias"):
+            raise ValueError(f"{self.name}: coding must be 'fixed' or 'elias', got {self.coding!r}")
+
+    def omega(self, d):
+        if self.p == INF and self.s == 1:
+            return (math.sqrt(d) - 1) / 2
+        return min(d / self.s**2, math.sqrt(d) / self.s)
+
+
+@register
+@dataclass(frozen=True)
+class TernGrad(_Dithering):
+    name = "terngrad"
+    p = INF
+    s = 1
+    summary = "||x||_inf sign(x) o Bernoulli(|x_i|/||x||_inf): QSGD with p = inf, s = 1"
+    klass = "U((sqrt(d) - 1)/2)"
+    wire_bits = "32 + 2d"
+
+    def omega(self, d):
+        return (math.sqrt(d) - 1) / 2
+
+
+@register
+@dataclass(frozen=True)
+class NaturalDither(_Dithering):
+    p: float = INF
+    s: int = 8
+    natural = True
+
+    name = "natural_dither"
+    summary = "dithering to the levels {0, 2^(1-s), ..., 1/2, 1} of ||x||_p (p = 2 or inf)"
+    klass = "U(1/8 + sqrt(d) 2^(1-s) min(1, sqrt(d) 2^(1-s)))"
+    wire_bits = "32 + d(1 + ceil(log2(s+1)))"
+
+    def __post_init__(self):
+        check_levels(self.name, self.s, self.p)
+
+    def omega(self, d):
+        return natural_dither_omega(d, self.s)

@@ -1,0 +1,48 @@
+"""Hard-threshold sparsifier (Sahu et al. 2021, SPEC 2.4): C_lam(x)_i = x_i 1{|x_i| >= lam}.
+
+Deterministic and biased; not in B3(delta) for any fixed delta but an "absolute" compressor,
+||C_lam(x) - x||^2 <= d lam^2 [D]. The number kept, nnz, depends on x and rides in the
+header. Wire: nnz(32 + ceil(log2 d)) bits (fp32 values, then packed ascending indices).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from psgd.compress.base import Compressor, Message
+from psgd.compress.registry import register
+from psgd.compress.sparse import scatter_sparse
+from psgd.compress.topk import pack_sparse, sparse_body_bytes, validate_indices
+
+
+@register
+@dataclass(frozen=True)
+class HardThreshold(Compressor):
+    lam: float = 0.0
+
+    name = "hard_threshold"
+    summary = "x_i where |x_i| >= lam (Sahu et al. use lam = 1/(2 sqrt(k)))"
+    klass = "absolute: ||C(x) - x||^2 <= d lam^2"
+    wire_bits = "nnz(32 + IDX)"
+
+    def __post_init__(self):
+        if not self.lam >= 0:
+            raise ValueError(f"{self.name}: lam must be >= 0, got {self.lam}")
+
+    def _encode(self, x, generator):
+        idx = torch.nonzero(x.abs() >= self.lam).view(-1)
+        return (idx.numel(),), pack_sparse(x[idx], idx, x.numel())
+
+    def _decode(self, m: Message) -> torch.Tensor:
+        return scatter_sparse(m, m.meta[0])
+
+    def body_bytes(self, d, meta):
+        (nnz,) = meta
+        if not (isinstance(nnz, int) and 0 <= nnz <= d):
+            raise ValueError(f"nnz={nnz!r} for d={d}")
+        return sparse_body_bytes(nnz, d)
+
+    def _validate(self, m: Message) -> None:
+        validate_indices(self.name, m.body, m.meta[0], m.d)

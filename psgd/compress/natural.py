@@ -1,0 +1,93 @@
+"""Natural compression C_nat (Horvath et al.) and deterministic natural rounding (paper 1), SPEC 2.7.
+
+For 2^a <= |x_i| < 2^(a+1): C_nat(x)_i = sign(x_i) 2^a with probability (2^(a+1) - |x_i|)/2^a,
+else sign(x_i) 2^(a+1); C(0) = 0. Unbiased, U(1/8) (worst at |x_i| = (4/3) 2^a); the exact
+per-coordinate variance is (2^(a+1) - |x_i|)(|x_i| - 2^a) [D].
+Natural rounding rounds |x_i| to the nearest power of two (up iff |x_i| >= 1.5 2^a):
+biased, B3(9/8) (P1's biased rounding with levels 2^k, delta = (b+1)^2/(4b) at b = 2).
+
+Wire: 9 bits per coordinate, one sign bit and the 8-bit binary32 exponent field (0 = zero),
+the mantissa dropped [EF21 code "9/32 d"]: 9d bits. Values below 2^-126 (fp32 subnormals)
+round between 0 and 2^-126 the same way, so the omega = 1/8 bound holds from 2^-126 up;
+|x_i| >= 2^127 could round to 2^128, which binary32 cannot hold, and is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from psgd.compress.base import Compressor, Message, packed_bytes
+from psgd.compress.randomness import uniform
+from psgd.compress.registry import register
+from psgd.wire import pack_uint, unpack_uint
+
+CODE_BITS = 9
+_MIN_EXP = -126  # the smallest binary32 normal exponent
+_BIAS = 127
+
+
+def natural_codes(x: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
+    """9-bit codes (exponent field << 1 | negative) of C_nat(x) with uniforms u, or of
+    natural rounding when u is None."""
+    ax = x.abs() if x.dtype == torch.float64 else x.abs().float()
+    mant, e = torch.frexp(ax)  # ax = mant 2^e, mant in [0.5, 1)
+    tiny = ax < 2.0**_MIN_EXP  # zero and subnormals: the two levels are 0 (field 0) and 2^-126 (field 1)
+    lower = torch.where(tiny, -_BIAS, e - 1)
+    frac = torch.where(tiny, ax * 2.0**-_MIN_EXP, 2 * mant - 1)
+    up = frac >= 0.5 if u is None else u < frac
+    field = lower + up + _BIAS
+    if int(field.max()) > 254:
+        raise ValueError("x: |x_i| >= 2^127 would round beyond the binary32 exponent range")
+    return (field << 1) | (x < 0)
+
+
+def natural_values(codes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """+-2^(field - 127) for each 9-bit code (0 for field 0), built from the binary32 bits."""
+    magnitude = ((codes >> 1) << 23).to(torch.int32).view(torch.float32)
+    return torch.where((codes & 1).bool(), -magnitude, magnitude).to(dtype)
+
+
+class _Natural(Compressor):
+    stochastic: ClassVar[bool]
+    wire_bits = "9d"
+
+    def _encode(self, x, generator):
+        u = uniform(x.numel(), x, generator) if self.stochastic else None
+        return (), pack_uint(natural_codes(x, u), CODE_BITS)
+
+    def _decode(self, m: Message) -> torch.Tensor:
+        return natural_values(unpack_uint(m.body, m.d, CODE_BITS), m.dtype)
+
+    def body_bytes(self, d, meta):
+        return packed_bytes(CODE_BITS * d)
+
+    def bits(self, d):
+        return CODE_BITS * d
+
+
+@register
+@dataclass(frozen=True)
+class Natural(_Natural):
+    name = "natural"
+    unbiased = True
+    stochastic = True
+    summary = "C_nat: random rounding to a power of two, sign + 8-bit exponent"
+    klass = "U(1/8)"
+
+    def omega(self, d):
+        return 1 / 8
+
+
+@register
+@dataclass(frozen=True)
+class NaturalRound(_Natural):
+    name = "natural_round"
+    stochastic = False
+    summary = "deterministic rounding to the nearest power of two, sign + 8-bit exponent"
+    klass = "B3(9/8)"
+
+    def delta(self, d):
+        return 9 / 8

@@ -1,0 +1,59 @@
+"""``scaled(inner)``: an unbiased C in U(omega) scaled by 1/zeta, zeta = 1 + omega (paper 1, Thm 7).
+
+(1/zeta)C is in B3(zeta): E||C/zeta - x||^2 = E||C||^2/zeta^2 - 2||x||^2/zeta + ||x||^2
+<= (1 - 1/zeta)||x||^2 [D]. This makes any unbiased compressor usable where a contractive
+one is required (EF14, EF21, LIEC). Same message as the inner compressor (its header fields
+and body, under the name ``scaled``); the decoder divides by zeta(d).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from psgd.compress.base import Compressor, Message
+from psgd.compress.registry import register
+
+
+def inner_message(c: Compressor, m: Message) -> Message:
+    return Message(c.name, m.d, m.dtype, m.meta, m.body)
+
+
+@register
+@dataclass(frozen=True)
+class Scaled(Compressor):
+    inner: Compressor
+
+    name = "scaled"
+    summary = "an unbiased compressor times 1/(1 + omega): contractive"
+    klass = "B3(1 + omega)"
+    wire_bits = "as the inner compressor"
+
+    def __post_init__(self):
+        if not self.inner.unbiased:
+            raise ValueError(f"{self.name}: inner must be unbiased (in U(omega)); {self.inner.spec!r} is not")
+
+    def zeta(self, d: int) -> float:
+        w = self.inner.omega(d)
+        if w is None:
+            raise ValueError(f"{self.name}: {self.inner.spec!r} has no omega for d={d}")
+        return 1 + w
+
+    def _encode(self, x, generator):
+        return self.inner._encode(x, generator)
+
+    def _decode(self, m: Message) -> torch.Tensor:
+        return self.inner._decode(inner_message(self.inner, m)) / self.zeta(m.d)
+
+    def _validate(self, m: Message) -> None:
+        self.inner._validate(inner_message(self.inner, m))
+
+    def body_bytes(self, d, meta):
+        return self.inner.body_bytes(d, meta)
+
+    def bits(self, d):
+        return self.inner.bits(d)
+
+    def delta(self, d):
+        return self.zeta(d)
