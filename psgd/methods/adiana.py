@@ -35,6 +35,7 @@ from psgd.methods.theory import omega
 @dataclass(frozen=True)
 class ADIANAOptions(MethodOptions):
     prob: float | None = None  # p, the probability that w takes y; None: Li et al.'s choice
+    shared_randomness: bool = False  # refused: ADIANA's theory needs independent compressors
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -74,10 +75,10 @@ class ADIANA(Method):
         o = self.options
         self.require_dense_downlink()
         require_unbiased(self)
-        if getattr(self.uplink, "shared_seed", False):
+        if o.shared_randomness:
             raise ValueError(
-                f"{self.name} needs compressors independent across workers (He, Huang, Yuan 2023); "
-                f"{self.uplink.spec!r} draws its randomness from a seed shared by all workers: set shared_seed=false"
+                f"{self.name} needs compressors independent across workers and rounds (He, Huang, Yuan 2023); "
+                "shared_randomness = true gives every worker the same random draws (e.g. one shared Rand-k set)"
             )
         if o.momentum or o.weight_decay or o.lr_milestones:
             raise ValueError(f"{self.name} accelerates by itself: leave momentum, weight_decay and lr_milestones unset")

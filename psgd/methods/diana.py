@@ -5,8 +5,10 @@ Worker i:  x <- x - lr g_hat (the broadcast direction),  g_i = grad f_i(x)
 Server:    g_hat = h + (1/n) sum_i Delta_i,  h <- h + alpha (1/n) sum_i Delta_i
            x <- x - lr g_hat, broadcast g_hat                                   down: 32d
 h_i^0 = 0; alpha = 1/(1 + omega) by default. C_up must be unbiased, C in U(omega), drawn
-independently by each worker (its own generator per rank and round). With full gradients the
-shifts h_i learn grad f_i(x*), so DIANA converges linearly to the exact optimum.
+independently by each worker (its own generator per rank and round), unless
+``shared_randomness`` gives every worker the round's shared generator (the same Rand-k index set
+on every worker, so sparse messages share their support; the omega/n gain of independence is lost).
+With full gradients the shifts h_i learn grad f_i(x*), so DIANA converges linearly to the exact optimum.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from psgd.methods.theory import omega
 @dataclass(frozen=True)
 class DIANAOptions(MethodOptions):
     alpha: float | None = None  # shift step size; None: 1/(1 + omega)
+    shared_randomness: bool = False  # every worker draws the same compressor randomness (e.g. one Rand-k set)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -79,7 +82,7 @@ class DIANA(SGD):
 
     def worker_step(self, state: State, down, oracle, ctx):
         self.apply_downlink(state, down, ctx)
-        msg = self.uplink.encode(oracle(state.x) - state.h, ctx.rng("uplink"))
+        msg = self.uplink.encode(oracle(state.x) - state.h, ctx.rng("uplink", self.options.shared_randomness))
         state.h.add_(self.uplink.decode(msg), alpha=self.alpha(state.x.numel()))
         return [msg]
 

@@ -2,7 +2,8 @@
 
 f_i(x) = 1/2 sum_j a_ij (x_j - b_ij)^2 with a_ij in [mu, L], b_ij ~ N(0, 1), generated
 from (seed, worker); the stochastic gradient adds N(0, noise^2) per coordinate.
-f = (1/n) sum_i f_i is minimised at x* = sum_i a_i b_i / sum_i a_i.
+f = (1/n) sum_i f_i is minimised at x* = sum_i a_i b_i / sum_i a_i. The workers' quadratics differ
+(heterogeneous data): grad f_i(x*) != 0.
 """
 
 from __future__ import annotations
@@ -79,3 +80,9 @@ class Synthetic(Task):
 
         x = x.cpu()
         return {"suboptimality": f(x) - f(x_star), "dist_to_opt": float((x - x_star).norm())}
+
+    def constants(self):
+        """Hessians are diagonal: L_i = max_j a_ij; f has a_j = mean_i a_ij, so L = max_j a_j, mu = min_j a_j."""
+        a = torch.stack([self.coefficients(w)[0] for w in range(1, self.n + 1)]).double()
+        mean_a = a.mean(0)
+        return {"L": float(mean_a.max()), "mu": float(mean_a.min()), "L_i": [float(v) for v in a.max(1).values]}

@@ -1,0 +1,221 @@
+"""The methods against their theorems, with theory step sizes (fixed seeds, full gradients):
+compressed GD at the U, B1, B2, B3 class rates; EF21 linear under PL (quadratics and logistic
+regression); DIANA and ADIANA to the exact optimum; paper 1's divergence example and its fix."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import psgd
+from psgd import config
+from psgd.compress import make, registered
+from psgd.errors import ConfigError
+from psgd.methods import MethodOptions, build, method_class
+from psgd.methods.theory import Constants
+from psgd.runtime.simulate import run_in_process
+from psgd.tasks import task_class
+from tests.problems import quadratics, separable
+
+needs_randk = pytest.mark.skipif("randk" not in registered(), reason="randk compressor not registered yet")
+
+
+def gaps(r, p):
+    """f(x^{t+1}) - f* after each round t."""
+    return np.array(r.losses) - p.f_star
+
+
+@pytest.mark.parametrize(
+    "cls, lr, rho",
+    [  # Top-k, k = 4 of d = 20: B1(k/d, 1), B2(k/d, 1), B3(d/k) (paper 1's table, SPEC 3.1)
+        ("B1", lambda L: 1 / L, lambda a, mu, L: 1 - a * mu / L),  # eta = 1/(beta L), rho = 1 - alpha mu/(beta^2 L)
+        ("B2", lambda L: 1 / L, lambda a, mu, L: 1 - a * mu / L),  # eta = 1/(beta L), rho = 1 - gamma mu/(beta L)
+        ("B3", None, lambda a, mu, L: 1 - a * mu / L),  # eta = 1/L (lr = "theory"), rho = 1 - mu/(delta L)
+    ],
+)
+def test_compressed_gd_at_the_biased_class_rates(cls, lr, rho):
+    p, d, k = separable(20), 20, 4
+    r = psgd.simulate(
+        "sgd",
+        f"topk:k={k}",
+        grads=p.grads,
+        x0=np.ones(d),
+        rounds=120,
+        loss=p.f,
+        lr="theory" if lr is None else lr(p.L),
+        L=p.L,
+        mu=p.mu,
+    )
+    bound = rho(k / d, p.mu, p.L) ** np.arange(1, 121) * (p.f(np.ones(d)) - p.f_star)
+    assert np.all(gaps(r, p) <= bound * (1 + 1e-9) + 1e-14)
+    assert gaps(r, p)[-1] < 0.05 * gaps(r, p)[0]
+
+
+def test_compressed_gd_with_scaled_sign_at_the_b3_rate():
+    p, d = separable(16, seed=1), 16
+    x0 = np.linspace(-1, 2, d)
+    r = psgd.simulate("sgd", "scaled_sign", grads=p.grads, x0=x0, rounds=150, loss=p.f, lr="theory", L=p.L, mu=p.mu)
+    rho = 1 - p.mu / (d * p.L)  # scaled sign is in B3(d)
+    assert np.all(gaps(r, p) <= rho ** np.arange(1, 151) * p.f(x0) * (1 + 1e-9))
+
+
+@needs_randk
+def test_compressed_gd_at_the_unbiased_class_rate_in_expectation():
+    p, d, k = separable(20, seed=2), 20, 5
+    zeta = d / k  # Rand-k in U(zeta)
+    runs = [
+        psgd.simulate(
+            "sgd",
+            f"randk:k={k}",
+            grads=p.grads,
+            x0=np.ones(d),
+            rounds=80,
+            loss=p.f,
+            lr="theory",
+            L=p.L,
+            mu=p.mu,
+            seed=s,
+        )
+        for s in range(12)
+    ]
+    mean_gap = np.mean([gaps(r, p) for r in runs], axis=0)
+    bound = (1 - p.mu / (zeta * p.L)) ** np.arange(1, 81) * p.f(np.ones(d))
+    assert np.all(mean_gap <= 1.5 * bound)  # E f(x^t) - f* <= rho^t (f(x^0) - f*); 12 runs estimate E
+    assert mean_gap[-1] < 0.2 * mean_gap[0]
+
+
+def test_ef21_converges_linearly_under_pl_on_heterogeneous_quadratics():
+    p, d = quadratics(3, 20, mu=0.2), 20
+    r = psgd.simulate(
+        "ef21", "topk:k=10", grads=p.grads, x0=np.zeros(d), rounds=300, loss=p.f, lr="theory", L=p.L, mu=p.mu, L_i=p.L_i
+    )
+    gamma = build(
+        MethodOptions(name="ef21", uplink="topk:k=10", lr="theory"), constants=Constants(3, d, p.L, p.mu, tuple(p.L_i))
+    ).options.lr
+    bound = (1 - gamma * p.mu) ** np.arange(1, 301) * (p.f(np.zeros(d)) - p.f_star)  # Psi^0, G^0 = 0
+    assert np.all(gaps(r, p) <= bound * (1 + 1e-9) + 1e-12)
+    assert np.linalg.norm(r.x - p.x_star) < 1e-4
+
+
+def test_ef21_converges_linearly_under_pl_on_logistic_regression():
+    n = 4
+    cfg = config.from_dict(
+        {
+            "name": "ef21_logreg",
+            "rounds": 150,
+            "eval_every": 150,
+            "device": "cpu",
+            "task": {"name": "digits_logreg", "l2": 0.5, "full_batch": True},
+            "method": {"name": "ef21", "uplink": "topk:ratio=0.5", "lr": "theory"},
+        }
+    )
+    task = task_class("digits_logreg")(cfg.task, cfg.seed, n)
+    gamma, mu = build(cfg.method, task).options.lr, task.constants()["mu"]
+    oracles = [task.oracle(w, torch.device("cpu")) for w in range(1, n + 1)]
+
+    def f_and_grad(x):
+        gs = [o(x) for o in oracles]
+        return sum(o.last_loss for o in oracles) / n, sum(gs) / n
+
+    x = task.init_params().double()
+    for _ in range(300):  # plain GD (kappa ~ 12.5), to bound f* from below: f* >= f(x) - ||grad f(x)||^2/(2 mu)
+        _, g = f_and_grad(x.float())
+        x -= g.double() / task.constants()["L"]
+    fx, g = f_and_grad(x.float())
+    f_low = fx - float(g.double().square().sum()) / (2 * mu)
+    _, result = run_in_process(cfg, n)
+    f = np.array([r["loss"] for r in result.rounds])  # round t: the workers' full losses at x^t
+    bound = (1 - gamma * mu) ** np.arange(150) * (f[0] - f_low)
+    assert np.all(f - f_low <= bound + 1e-5)
+    assert f[-1] - f_low < 0.1 * (f[0] - f_low)
+
+
+@needs_randk
+def test_diana_reaches_the_exact_optimum_where_compressed_gd_stalls():
+    p, d = quadratics(3, 20, seed=3, mu=0.3), 20
+    kw = dict(grads=p.grads, x0=np.zeros(d), rounds=500, L=p.L, mu=p.mu)
+    diana = psgd.simulate("diana", "randk:k=5", lr="theory", **kw)
+    plain = psgd.simulate("sgd", "randk:k=5", lr=0.1, **kw)
+    assert np.linalg.norm(diana.x - p.x_star) < 1e-8
+    assert np.linalg.norm(plain.x - p.x_star) > 1e-3  # without shifts: a noise floor (grad f_i(x*) != 0)
+
+
+@needs_randk
+def test_adiana_reaches_the_exact_optimum():
+    p, d = quadratics(4, 20, seed=4, mu=0.3), 20
+    r = psgd.simulate(
+        "adiana", "randk:k=10", grads=p.grads, x0=np.zeros(d), rounds=400, lr="theory", L=p.L, mu=p.mu, loss=p.f
+    )
+    g = gaps(r, p)  # linear: 1e-11 of the initial gap in 400 rounds (no noise floor: the shifts learn)
+    assert g[99] < 1e-2 * g[0] and g[199] < 1e-5 * g[0] and g[-1] < 1e-10
+    assert np.linalg.norm(r.x - p.x_star) < 1e-4
+
+
+def test_adiana_without_compression_reaches_the_exact_optimum():
+    p, d = quadratics(3, 20, seed=5, mu=0.3), 20
+    r = psgd.simulate("adiana", grads=p.grads, x0=np.zeros(d), rounds=150, lr="theory", L=p.L, mu=p.mu)
+    assert np.linalg.norm(r.x - p.x_star) < 1e-8
+
+
+def divergence_example():
+    """Paper 1's n = d = 3 Top-1 example (SPEC 3.1): f_i(x) = <a_i, x>^2 + (lam/2)||x||^2, x* = 0,
+    a_1 = (-3, 2, 2) and its permutations. From x = t(1, 1, 1), grad f_i = t(2 a_i + lam 1), whose largest
+    entry is the negative one (lam = 1/2 makes it strict), so the mean of the Top-1 messages is
+    -(5.5 t/3)(1, 1, 1): every step moves away from x*."""
+    a = [np.array(v, dtype=float) for v in ([-3, 2, 2], [2, -3, 2], [2, 2, -3])]
+    lam = 0.5
+    grads = [lambda x, a=ai: 2 * (a @ x) * a + lam * x for ai in a]
+    return grads, np.ones(3)
+
+
+def test_distributed_compressed_gd_with_top1_diverges_and_error_feedback_fixes_it():
+    grads, x0 = divergence_example()
+    lr = 0.03  # any lr > 0 diverges; f is 17-smooth, so GD is stable here
+    plain = psgd.simulate("sgd", "topk:k=1", grads=grads, x0=x0, lr=lr, rounds=200)
+    assert np.allclose(plain.x, plain.x[0])  # it stays on the diagonal, growing by (1 + 5.5 lr/3) a round
+    assert plain.x[0] == pytest.approx((1 + 5.5 * lr / 3) ** 200, rel=1e-4)
+    for method in ("ef14", "ef21"):
+        fixed = psgd.simulate(method, "topk:k=1", grads=grads, x0=x0, lr=lr, rounds=200)
+        assert np.linalg.norm(fixed.x) < 2e-3 * np.linalg.norm(x0), method
+
+
+def test_no_theorem_for_distributed_cgd_with_a_biased_compressor():
+    grads, x0 = divergence_example()
+    with pytest.raises(ConfigError, match="can diverge"):
+        psgd.simulate("sgd", "topk:k=1", grads=grads, x0=x0, lr="theory", L=40.0, mu=0.5, rounds=1)
+
+
+@pytest.mark.parametrize("method, extra", [("ef21_sgdm", {"eta": 0.5}), ("ef21_sgd2m", {"eta": 0.5})])
+def test_ef21_momentum_versions_converge_with_full_gradients(method, extra):
+    p, d = quadratics(3, 20, seed=6, mu=0.2), 20
+    r = psgd.simulate(method, "topk:k=5", grads=p.grads, x0=np.zeros(d), lr=0.3, rounds=150, **extra)
+    assert np.linalg.norm(r.x - p.x_star) < 1e-6
+
+
+@pytest.mark.parametrize(
+    "method, up, down, extra",
+    [
+        ("liec", "scaled_sign", "scaled_sign", {"period": 16}),
+        ("cser", "topk:k=5", "identity", {"period": 8}),
+        ("doublesqueeze", "scaled_sign", "scaled_sign", {}),
+        ("ef14", "topk:k=5", "topk:k=10", {}),
+    ],
+)
+def test_error_compensated_methods_approach_the_optimum(method, up, down, extra):
+    p, d = quadratics(3, 20, seed=7, mu=0.2), 20
+    r = psgd.simulate(method, up, down, grads=p.grads, x0=np.zeros(d), lr=0.1, rounds=160, loss=p.f, **extra)
+    assert gaps(r, p)[-1] < 3e-2 * (p.f(np.zeros(d)) - p.f_star)
+
+
+def test_theory_step_sizes_follow_the_formulas():
+    c = Constants(n=4, d=100, L=2.0, mu=0.1, L_i=(2.0, 2.0, 2.0, 2.0))
+    ef21 = build(MethodOptions(name="ef21", uplink="topk:k=10", lr="theory"), constants=c)
+    theta = 1 - math.sqrt(0.9)
+    beta = 0.9 / theta
+    assert ef21.options.lr == pytest.approx(min(1 / (2 + 2 * math.sqrt(2 * beta / theta)), theta / 0.2))
+    liec = build(method_class("liec").Options(name="liec", lr="theory"), constants=c)
+    assert liec.options.lr == pytest.approx((1 / 100) / (10 * 2.0))  # delta/(10 L), scaled sign delta = 1/d
+    ef14 = build(MethodOptions(name="ef14", uplink="topk:k=10", lr="theory"), constants=c)
+    assert ef14.options.lr == pytest.approx(1 / (28 * 10 * 2.0))
+    assert make("topk:k=10").delta(100) == 10
