@@ -1,0 +1,217 @@
+"""Each method's wire formula (payload bytes per round and direction), its refusals, LIEC-SGD's
+virtual sequence, and MPI == in-process for the methods with their own round structure."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import psgd
+from psgd import config
+from psgd.compress import make, registered
+from psgd.compress.topk import index_bits
+from psgd.errors import ConfigError
+from psgd.methods import Context, build, method_class
+from psgd.methods.theory import Constants
+from psgd.runtime.simulate import run_in_process
+from tests.mpi_launch import launch, mpirun
+from tests.problems import quadratics
+
+N, D = 3, 20
+SIGN = 4 + math.ceil(D / 8)  # scaled sign: d + 32 bits
+DENSE = 4 * D  # fp32: 32d bits
+
+
+def topk(k: int) -> int:
+    return 4 * k + math.ceil(k * index_bits(D) / 8)  # k(32 + ceil(log2 d)) bits
+
+
+# (method, uplink, downlink, options, up(t), down(t)): payload bytes per worker in round t's record;
+# the downlink of record t is what the server built in round t - 1 (record 0: the fp32 model).
+CASES = [
+    ("sgd", "identity", "identity", {}, lambda t: DENSE, lambda t: DENSE),
+    ("ef14", "topk:k=3", "identity", {}, lambda t: topk(3), lambda t: DENSE),
+    ("doublesqueeze", "scaled_sign", "scaled_sign", {}, lambda t: SIGN, lambda t: DENSE if t == 0 else SIGN),
+    ("ef21", "topk:k=3", "identity", {}, lambda t: DENSE if t == 0 else topk(3), lambda t: DENSE),
+    ("ef21_sgdm", "topk:k=3", "identity", {"eta": 0.5}, lambda t: DENSE if t == 0 else topk(3), lambda t: DENSE),
+    ("ef21_sgd2m", "topk:k=3", "identity", {"eta": 0.5}, lambda t: DENSE if t == 0 else topk(3), lambda t: DENSE),
+    # LIEC-SGD, H = 4: d + 32 bits each way, 32d on sync rounds (t + 1 = 4, 8, ...), 64d with momentum
+    (
+        "liec",
+        "scaled_sign",
+        "scaled_sign",
+        {"period": 4},
+        lambda t: DENSE if (t + 1) % 4 == 0 else SIGN,
+        lambda t: DENSE if t == 0 or t % 4 == 0 else SIGN,
+    ),
+    (
+        "liec",
+        "scaled_sign",
+        "scaled_sign",
+        {"period": 4, "momentum": 0.5},
+        lambda t: 2 * DENSE if (t + 1) % 4 == 0 else SIGN,
+        lambda t: DENSE if t == 0 else 2 * DENSE if t % 4 == 0 else SIGN,
+    ),
+    # CSER, H = 4: the errors (fp32 with the identity reset compressor) ride along on reset rounds
+    (
+        "cser",
+        "topk:k=3",
+        "identity",
+        {"period": 4},
+        lambda t: topk(3) + (DENSE if (t + 1) % 4 == 0 else 0),
+        lambda t: 2 * DENSE if t > 0 and t % 4 == 0 else DENSE,
+    ),
+]
+if "randk" in registered():
+    CASES += [
+        ("diana", "randk:k=5", "identity", {}, lambda t: 4 * 5, lambda t: DENSE),  # 32k: indices from the seed
+        ("adiana", "randk:k=5", "identity", {}, lambda t: 2 * 4 * 5, lambda t: DENSE),  # two messages
+    ]
+
+
+@pytest.mark.parametrize("method, up, down, options, up_bytes, down_bytes", CASES, ids=[c[0] for c in CASES])
+def test_payload_bytes_per_round_equal_the_wire_formula(method, up, down, options, up_bytes, down_bytes):
+    p = quadratics(N, D, seed=1, mu=0.3)
+    rounds = 9
+    r = psgd.simulate(
+        method, up, down, grads=p.grads, x0=np.zeros(D), lr=0.05, rounds=rounds, L=p.L, mu=p.mu, **options
+    )
+    assert r.body_up == [N * up_bytes(t) for t in range(rounds)]
+    assert r.body_down == [N * down_bytes(t) for t in range(rounds)]
+    for rec in r.rounds:  # headers: a few bytes per message
+        assert max(rec["header_up"]) < 100 and max(rec["header_down"]) < 100
+
+
+@pytest.mark.parametrize(
+    "method, up, options, message",
+    [
+        ("diana", "topk:k=2", {}, "needs an unbiased uplink compressor"),
+        ("adiana", "topk:k=2", {}, "needs an unbiased uplink compressor"),
+        ("adiana", "identity", {"shared_randomness": True}, "independent across workers"),
+        ("ef21", "topk:k=2", {"downlink": "scaled_sign"}, "the downlink must be identity"),
+        ("ef21", "topk:k=2", {"lr": 10.0, "strict_theory": True}, "above the theorem's bound"),
+        ("diana", "identity", {"lr": 10.0, "strict_theory": True}, "above the theorem's bound"),
+        ("liec", "scaled_sign", {"lr": 1.0, "strict_theory": True}, "above the theorem's bound"),
+        ("liec", "scaled_sign", {"lr": "theory", "momentum": 0.9}, "need momentum = weight_decay = 0"),
+        ("ef21_sgdm", "topk:k=2", {"lr": "theory"}, "give method.lr as a number"),
+        ("cser", "topk:k=2", {"period": 0}, "method.period must be >= 1"),
+    ],
+)
+def test_incompatible_choices_are_refused_with_a_reason(method, up, options, message):
+    p = quadratics(N, D, seed=1)
+    options = {"lr": 0.1, **options}
+    with pytest.raises(ConfigError, match=message):
+        psgd.simulate(method, up, grads=p.grads, x0=np.zeros(D), rounds=2, L=p.L, mu=p.mu, L_i=p.L_i, **options)
+
+
+def test_adiana_needs_mu():
+    opts = method_class("adiana").Options(name="adiana", lr=0.1)
+    with pytest.raises(ConfigError, match="strong convexity constant mu"):
+        build(opts, constants=Constants(n=3, d=10, L=1.0))
+
+
+@pytest.mark.skipif("randk" not in registered(), reason="randk compressor not registered yet")
+def test_diana_and_adiana_compressors_are_independent_across_workers():
+    m = build(method_class("diana").Options(name="diana", uplink="randk:k=3"), constants=Constants(3, 30))
+    x = torch.arange(1.0, 31.0)
+    supports = []
+    for rank in (1, 2):
+        ctx = Context(5, rank, 3, 0, torch.device("cpu"))
+        supports.append(m.uplink.decode(m.uplink.encode(x, ctx.rng("uplink"))).nonzero().flatten().tolist())
+    assert supports[0] != supports[1]
+    shared = make("randk:k=3")
+    same = [
+        shared.decode(shared.encode(x, Context(5, r, 3, 0, torch.device("cpu")).rng("uplink", True))) for r in (1, 2)
+    ]
+    assert torch.equal(same[0], same[1])  # what shared_randomness = true gives DIANA (and ADIANA refuses)
+
+
+def drive(method, grads, x0, rounds, observe):
+    """The method's rules in a plain loop (messages decoded directly); observe(t, server, workers, g_mean)
+    runs after round t's worker steps, before the server's."""
+    cpu = torch.device("cpu")
+    n = len(grads)
+    state, init = method.server_init(x0.clone(), Context(0, 0, n, 0, cpu))
+    init = [c.decode(m) for c, m in zip(method.init_codecs(), init, strict=True)]
+    workers = [method.worker_init(init, Context(0, r, n, 0, cpu)) for r in range(1, n + 1)]
+    down: list = []
+    for t in range(rounds):
+        ups, gs = [], []
+        for r, (w, grad) in enumerate(zip(workers, grads, strict=True), start=1):
+
+            def oracle(x, sample=0, grad=grad, gs=gs):
+                gs.append(grad(x))
+                return gs[-1].clone()
+
+            msgs = method.worker_step(w, down, oracle, Context(t, r, n, 0, cpu))
+            ups.append([c.decode(m) for c, m in zip(method.uplink_codecs(t), msgs, strict=True)])
+        observe(t, state, workers, sum(gs) / n)
+        msgs = method.server_step(state, ups, Context(t, 0, n, 0, cpu))
+        down = [c.decode(m) for c, m in zip(method.downlink_codecs(t), msgs, strict=True)]
+
+
+@pytest.mark.parametrize("period, tol", [(1000, 1e-12), (5, 1e-6)])
+def test_liec_virtual_sequence_follows_plain_sgd(period, tol):
+    """x_bar - lr e_s = x~ with x~ <- x~ - lr (1/n) sum_i g_i (SPEC 3.10, no momentum). Sync rounds
+    ship fp32 models, so with syncs the identity holds up to fp32 rounding."""
+    p = quadratics(N, D, seed=2)
+    grads = [lambda x, g=g: torch.from_numpy(g(x.numpy())) for g in p.grads]
+    lr = 0.05
+    method = build(method_class("liec").Options(name="liec", lr=lr, period=period), constants=Constants(N, D))
+    x0 = torch.zeros(D, dtype=torch.float64)
+    virtual, seen, errors, spread = [x0.clone()], [], [], []
+
+    def observe(t, server, workers, g_mean):
+        x_bar = sum(w.x for w in workers) / len(workers)
+        seen.append(x_bar - lr * server.global_error)
+        virtual.append(virtual[-1] - lr * g_mean)
+        errors.append(float(server.global_error.abs().max()))
+        spread.append(max(float((w.x - x_bar).abs().max()) for w in workers))
+
+    drive(method, grads, x0, 30, observe)
+    assert max(errors) > 1e-3 and max(spread) > 1e-3  # the error and the local models' spread are real
+    for t, (a, b) in enumerate(zip(seen, virtual, strict=False)):
+        assert float((a - b).abs().max()) <= tol * max(1.0, float(b.abs().max())), t
+
+
+# The methods whose codecs change with the round (sync / reset rounds every H); every method's
+# config in configs/ is also run under MPI by tests/mpi/test_mpi_rules.py.
+MPI_CASES = {
+    "liec": {"uplink": "scaled_sign", "downlink": "scaled_sign", "period": 3},
+    "cser": {"uplink": "topk:ratio=0.1", "period": 3, "momentum": 0.9},
+}
+
+
+def toml(method: dict) -> str:
+    lines = [f"{k} = {json.dumps(v)}" for k, v in method.items()]
+    return "\n".join(
+        [
+            'name = "mpi"',
+            "rounds = 8",
+            "eval_every = 4",
+            'device = "cpu"',
+            "[task]",
+            'name = "digits_logreg"',
+            "l2 = 0.1",
+            "[method]",
+            *lines,
+        ]
+    )
+
+
+@pytest.mark.skipif(mpirun() is None, reason="no mpirun")
+@pytest.mark.parametrize("case", list(MPI_CASES))
+def test_mpi_run_equals_in_process_for_methods_with_their_own_rounds(case, tmp_path):
+    method = {"name": case, "lr": 0.1, **MPI_CASES[case]}
+    path = tmp_path / "job.toml"
+    path.write_text(toml(method) + "\n")
+    proc = launch(4, ["-m", "psgd.train", str(path), "--quiet", "--out", str(tmp_path / "mpi")])
+    assert proc.returncode == 0, proc.stderr
+    mpi = [json.loads(line) for line in (tmp_path / "mpi" / "rounds.jsonl").read_text().splitlines()]
+    _, sim = run_in_process(config.load(path), 3)
+    assert len(mpi) == 8
+    for a, b in zip(mpi, sim.rounds, strict=True):
+        for key in ("loss", "bytes_up", "bytes_down", "header_up", "header_down", "test_accuracy"):
+            assert a.get(key) == b.get(key), key
