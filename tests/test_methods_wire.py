@@ -215,3 +215,26 @@ def test_mpi_run_equals_in_process_for_methods_with_their_own_rounds(case, tmp_p
     for a, b in zip(mpi, sim.rounds, strict=True):
         for key in ("loss", "bytes_up", "bytes_down", "header_up", "header_down", "test_accuracy"):
             assert a.get(key) == b.get(key), key
+
+
+EF_CASES = [("ef14", {"uplink": "topk:k=3"}), ("doublesqueeze", {})]
+if "hard_threshold" in registered():
+    EF_CASES.append(("hard_threshold", {"target_k": 4}))
+
+
+@pytest.mark.parametrize("method, options", EF_CASES, ids=[c[0] for c in EF_CASES])
+def test_error_feedback_identity(method, options):
+    """What a worker sends plus its new error is exactly its old error plus the gradient."""
+    p = quadratics(N, D, seed=3)
+    grads = [lambda x, g=g: torch.from_numpy(g(x.numpy())) for g in p.grads]
+    m = build(method_class(method).Options(name=method, lr=0.1, **options), constants=Constants(N, D))
+    cpu = torch.device("cpu")
+    ws = [m.worker_init([torch.zeros(D, dtype=torch.float64)], Context(0, r, N, 0, cpu)) for r in range(1, N + 1)]
+    for t in range(4):
+        for r, (w, grad) in enumerate(zip(ws, grads, strict=True), start=1):
+            e0, g = w.error.clone(), grad(w.x)
+            (msg,) = m.worker_step(w, [], lambda x, s=0, g=g: g.clone(), Context(t, r, N, 0, cpu))
+            assert torch.allclose(m.uplink.decode(msg) + w.error, e0 + g, rtol=0, atol=1e-12)
+            assert float(w.error.abs().max()) > 0
+    if method == "hard_threshold":
+        assert m.uplink.spec == f"hard_threshold:lam={1 / (2 * math.sqrt(4))}"  # lam = 1/(2 sqrt(k))

@@ -1,0 +1,78 @@
+"""psgd.simulate: user gradient functions through the real runtime (frames, bytes, ledger)."""
+
+import numpy as np
+import pytest
+import torch
+
+import psgd
+from psgd.compress import registered
+from psgd.errors import ConfigError, PsgdError
+from psgd.methods import build, method_class
+from psgd.methods.theory import Constants
+from tests.problems import quadratics
+from tests.test_methods_wire import drive
+
+
+def test_numpy_in_numpy_out_with_losses_and_bytes_per_round():
+    p = quadratics(3, 10, seed=0)
+    r = psgd.simulate(
+        method="ef21",
+        uplink="topk:k=1",
+        downlink="identity",
+        grads=p.grads,
+        x0=np.zeros(10),
+        lr=0.1,
+        rounds=50,
+        loss=p.f,
+    )
+    assert isinstance(r.x, np.ndarray) and r.x.dtype == np.float64 and r.x.shape == (10,)
+    assert len(r.losses) == len(r.bytes_up) == len(r.bytes_down) == 50
+    assert r.losses[-1] < r.losses[0]
+    assert all(b > h for b, h in zip(r.bytes_up, r.body_up, strict=True))  # headers counted too
+    assert r.summary["bytes_up"] and len(r.rounds) == 50
+
+
+def test_torch_in_torch_out_and_theory_lr():
+    p = quadratics(2, 8, seed=1, mu=0.3)
+    grads = [lambda x, g=g: torch.from_numpy(g(x.numpy())) for g in p.grads]
+    r = psgd.simulate(
+        "ef21", "identity", grads=grads, x0=torch.zeros(8, dtype=torch.float64), lr="theory", rounds=200, L=p.L, mu=p.mu
+    )
+    assert isinstance(r.x, torch.Tensor) and r.x.dtype == torch.float64
+    assert np.linalg.norm(r.x.numpy() - p.x_star) < 1e-8  # EF21 with no compression is GD with lr 1/L
+
+
+@pytest.mark.parametrize(
+    "method, up, options",
+    [("ef21", "topk:k=2", {}), ("liec", "scaled_sign", {"period": 4}), ("cser", "topk:k=2", {"period": 3})]
+    + ([("diana", "randk:k=3", {}), ("adiana", "randk:k=3", {})] if "randk" in registered() else []),
+)
+def test_the_wire_changes_nothing(method, up, options):
+    """simulate (bytes through frames) == the rules run on the messages directly, to the bit."""
+    p = quadratics(3, 12, seed=2, mu=0.3)
+    down = "scaled_sign" if method == "liec" else "identity"
+    r = psgd.simulate(method, up, down, grads=p.grads, x0=np.zeros(12), lr=0.05, rounds=12, L=p.L, mu=p.mu, **options)
+    m = build(
+        method_class(method).Options(name=method, uplink=up, downlink=down, lr=0.05, **options),
+        constants=Constants(3, 12, p.L, p.mu),
+    )
+    grads = [lambda x, g=g: torch.from_numpy(g(x.numpy())) for g in p.grads]
+    models = []  # observed before each round's server step: round 12's is the model after 12 rounds
+    drive(
+        m, grads, torch.zeros(12, dtype=torch.float64), 13, lambda t, s, w, g: models.append(m.server_model(s).clone())
+    )
+    assert np.array_equal(r.x, models[-1].numpy())
+
+
+def test_bad_input():
+    p = quadratics(2, 5, seed=0)
+    with pytest.raises(ValueError, match="one gradient function per worker"):
+        psgd.simulate("sgd", grads=[], x0=np.zeros(5))
+    with pytest.raises(ConfigError, match="unknown compressor"):
+        psgd.simulate("sgd", "nope", grads=p.grads, x0=np.zeros(5))
+    with pytest.raises(ConfigError, match="unknown method"):
+        psgd.simulate("nope", grads=p.grads, x0=np.zeros(5))
+    with pytest.raises(PsgdError, match="returned 3 values for x of size 5"):
+        psgd.simulate("sgd", grads=[lambda x: np.ones(3)] * 2, x0=np.zeros(5), rounds=2)
+    with pytest.raises(ConfigError, match="needs the smoothness constant L"):
+        psgd.simulate("ef21", "topk:k=1", grads=p.grads, x0=np.zeros(5), lr="theory")
