@@ -20,9 +20,9 @@ from psgd.tasks import TaskOptions, task_class
 
 @dataclass(frozen=True)
 class RunConfig:
-    name: str
     task: TaskOptions
     method: MethodOptions
+    name: str = "run"  # the run folder's name (load() defaults it to the config file's stem)
     seed: int = 0
     rounds: int = 300
     eval_every: int = 50
@@ -147,6 +147,8 @@ def load(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source}: invalid TOML: {e}") from None
+    if path is not None:
+        data.setdefault("name", Path(path).stem)
     return from_dict(apply_overrides(data, list(overrides)))
 
 
