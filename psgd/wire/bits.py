@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 _SHIFTS: dict[torch.device, torch.Tensor] = {}
+_SMALL = 2**15  # bits up to which k-bit integers are packed through a bit tensor
 
 
 def uint_width(max_value: int) -> int:
@@ -87,6 +88,9 @@ def pack_uint(values: torch.Tensor, width: int) -> torch.Tensor:
     if width == 1:
         return pack_bits(values.bool())
     n = values.numel()
+    if n * width <= _SMALL:  # a few elementwise ops beat the per-byte loop's fixed cost
+        shifts = torch.arange(width, device=values.device)
+        return pack_bits(((values.to(torch.int64).unsqueeze(1) >> shifts) & 1).bool().view(-1))
     v = values.to(_lane_dtype(width))
     if width == 8:
         return v
@@ -116,6 +120,9 @@ def unpack_uint(packed: torch.Tensor, n: int, width: int) -> torch.Tensor:
         return unpack_bits(packed, n).to(torch.int64)
     if width == 8:
         return packed[:n].to(torch.int64)
+    if n * width <= _SMALL:
+        bits = unpack_bits(packed, n * width).view(n, width).to(torch.int64)
+        return (bits << torch.arange(width, device=packed.device)).sum(1)
     p = packed[:nbytes]
     pad = (-nbytes) % width
     if pad:
