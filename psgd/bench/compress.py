@@ -1,0 +1,119 @@
+"""Compressor throughput: encode/decode GB/s of fp32 input, bits per coordinate, relative error.
+
+For d = 11,173,962 (ResNet-18) by default, on the CPU and on CUDA when present. Each time is
+the median of --repeat runs after one warm-up (CUDA synchronised). torch.topk (k = 1% of d)
+and a plain copy are measured in the same run, so ``topk_vs_torch_topk`` and
+``encode_vs_copy`` hold on any machine. Spherical compression searches ~1/P random points
+per block, so it runs on its own smaller --spherical-d.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from psgd.compress import make
+
+RESNET18_D = 11_173_962
+SPECS = [
+    "identity",
+    "fp16",
+    "bf16",
+    "sign",
+    "scaled_sign",
+    "block_sign:bucket=5MiB",
+    "topk:ratio=0.01",
+    "randk:ratio=0.01",
+    "randk:ratio=0.01,shared_seed=false",
+    "adaptive_rand",
+    "hard_threshold:lam=2.5",
+    "terngrad",
+    "qsgd:s=16",
+    "qsgd:s=16,coding=elias",
+    "natural",
+    "natural_round",
+    "natural_dither:s=8",
+    "topk_natural:ratio=0.01",
+    "topk_dither:ratio=0.01,s=8",
+    "sparse_dither:nu=0.1",
+    "sparse_dither:nu=0.1,random=true",
+    "powersgd:rank=4",
+    "bucket(scaled_sign, size=5MiB)",
+    "spherical:alpha=0.5,block=8",
+]
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--d", type=int, default=RESNET18_D, help="vector size (default: ResNet-18's)")
+    p.add_argument("--spherical-d", type=int, default=2**15, help="vector size for spherical compression")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--devices", nargs="+", default=["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    p.add_argument("--specs", nargs="+", default=SPECS)
+
+
+def timed(fn, repeat: int, device: torch.device):
+    """(median seconds, last result) over repeat runs after one warm-up."""
+    out, times = fn(), []
+    for _ in range(repeat):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        out = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def gbps(d: int, seconds: float) -> float:
+    return 4 * d / seconds / 1e9
+
+
+def bench_spec(spec: str, x: torch.Tensor, repeat: int) -> dict:
+    c, d, device = make(spec), x.numel(), x.device
+    g = torch.Generator(device=device)
+    encode_s, m = timed(lambda: c.encode(x, g.manual_seed(0)), repeat, device)
+    decode_s, y = timed(lambda: c.decode(m), repeat, device)
+    return {
+        "spec": spec,
+        "d": d,
+        "encode_ms": encode_s * 1e3,
+        "decode_ms": decode_s * 1e3,
+        "encode_GBps": gbps(d, encode_s),
+        "decode_GBps": gbps(d, decode_s),
+        "bits_per_coordinate": 8 * m.body_len / d,
+        "header_bytes": m.header_len,
+        "rel_error": float(((y.double() - x.double()) ** 2).sum() / (x.double() ** 2).sum()),
+    }
+
+
+def bench_device(device: torch.device, args) -> dict:
+    gen = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(args.d, generator=gen, device=device)
+    k = max(1, args.d // 100)
+    copy_s, _ = timed(lambda: x.clone(), args.repeat, device)
+    topk_s, _ = timed(lambda: torch.topk(x.abs(), k, sorted=False), args.repeat, device)
+    small = x[: min(args.d, args.spherical_d)].contiguous()
+    results = [bench_spec(s, small if s.startswith("spherical") else x, args.repeat) for s in args.specs]
+    for r in results:
+        r["encode_vs_copy"] = r["encode_ms"] / (copy_s * 1e3)
+        if r["spec"].startswith("topk:"):
+            r["topk_vs_torch_topk"] = r["encode_ms"] / (topk_s * 1e3)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return {
+        "device": name,
+        "torch_threads": torch.get_num_threads(),
+        "copy_ms": copy_s * 1e3,
+        "copy_GBps": gbps(args.d, copy_s),
+        "torch_topk_1pct_ms": topk_s * 1e3,
+        "results": results,
+    }
+
+
+def run(args) -> dict:
+    t0 = time.perf_counter()
+    out = {"bench": "compress", "d": args.d, "devices": [bench_device(torch.device(d), args) for d in args.devices]}
+    out["wall_s"] = time.perf_counter() - t0
+    return out
