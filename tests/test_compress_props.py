@@ -372,3 +372,12 @@ def test_casts_round_to_nearest_within_the_unit_roundoff():
         assert sq(y - x) <= (1 - 1 / c.delta(1000)) * sq(x)
     with pytest.raises(ValueError, match="fp16"):
         make("fp16").encode(torch.tensor([1e5]))
+
+
+def test_natural_codes_agree_between_the_fp32_bit_trick_and_float64():
+    from psgd.compress.natural import natural_codes
+
+    x = torch.cat([vec(2000, 16).float(), torch.tensor([0.0, -0.0, 1e-40, -2e-39, 3e-45, 1.5, 2.0**-126, 1e38])])
+    assert torch.equal(natural_codes(x, None), natural_codes(x.double(), None))
+    u = torch.rand(x.numel(), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(natural_codes(x, u), natural_codes(x.double(), u.double()))

@@ -16,8 +16,8 @@ import torch
 from psgd.compress.base import Compressor, Message, packed_bytes
 from psgd.compress.layout import FIVE_MIB, blocks, check_bucket
 from psgd.compress.registry import register
-from psgd.wire import pack_bits, unpack_bits
-from psgd.wire.bits import segment_ids
+from psgd.wire import unpack_bits
+from psgd.wire.bits import pack_nonnegative, segment_ids
 
 
 @register
@@ -41,7 +41,7 @@ class BlockSign(Compressor):
         sizes = self._sizes(x.numel(), x.device)
         work = torch.float64 if x.dtype == torch.float64 else torch.float32
         scales = torch.segment_reduce(x.abs().to(work), "sum", lengths=sizes) / sizes
-        return (), torch.cat([scales.to(torch.float32).view(torch.uint8), pack_bits(x >= 0)])
+        return (), torch.cat([scales.to(torch.float32).view(torch.uint8), pack_nonnegative(x)])
 
     def _decode(self, m: Message) -> torch.Tensor:
         sizes = self._sizes(m.d, m.body.device)

@@ -58,7 +58,7 @@ def uniform_levels(y: torch.Tensor, s: int, u: torch.Tensor) -> torch.Tensor:
     """Unbiased rounding of s*y to an integer level in [0, s]."""
     sy = y * s
     low = sy.floor()
-    return (low + (u < sy - low)).clamp_(max=s).to(torch.int64)
+    return (low + (u < sy - low)).clamp_(max=s).to(torch.int32)
 
 
 def natural_levels(y: torch.Tensor, s: int, u: torch.Tensor) -> torch.Tensor:
@@ -68,7 +68,7 @@ def natural_levels(y: torch.Tensor, s: int, u: torch.Tensor) -> torch.Tensor:
     small = y < first
     lower = torch.where(small, 0, e - 1 + s)
     frac = torch.where(small, y / first, 2 * mant - 1)
-    return (lower + (u < frac)).clamp_(max=s).to(torch.int64)
+    return (lower + (u < frac)).clamp_(max=s).to(torch.int32)
 
 
 def natural_level_values(j: torch.Tensor, s: int, dtype: torch.dtype) -> torch.Tensor:

@@ -6,8 +6,9 @@ per-coordinate variance is (2^(a+1) - |x_i|)(|x_i| - 2^a) [D].
 Natural rounding rounds |x_i| to the nearest power of two (up iff |x_i| >= 1.5 2^a):
 biased, B3(9/8) (P1's biased rounding with levels 2^k, delta = (b+1)^2/(4b) at b = 2).
 
-Wire: 9 bits per coordinate, one sign bit and the 8-bit binary32 exponent field (0 = zero),
-the mantissa dropped [EF21 code "9/32 d"]: 9d bits. Values below 2^-126 (fp32 subnormals)
+Wire: 9 bits per coordinate, the 8-bit binary32 exponent field (0 = zero) and a sign bit,
+the mantissa dropped [EF21 code "9/32 d"]: d exponent bytes then d packed sign bits,
+d + ceil(d/8) = ceil(9d/8) bytes. Values below 2^-126 (fp32 subnormals)
 round between 0 and 2^-126 the same way, so the omega = 1/8 bound holds from 2^-126 up;
 |x_i| >= 2^127 could round to 2^128, which binary32 cannot hold, and is refused.
 """
@@ -22,32 +23,55 @@ import torch
 from psgd.compress.base import Compressor, Message, packed_bytes
 from psgd.compress.randomness import uniform
 from psgd.compress.registry import register
-from psgd.wire import pack_uint, unpack_uint
+from psgd.errors import FrameError
+from psgd.wire import pack_bits, unpack_bits
 
 CODE_BITS = 9
 _MIN_EXP = -126  # the smallest binary32 normal exponent
 _BIAS = 127
 
 
-def natural_codes(x: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
-    """9-bit codes (exponent field << 1 | negative) of C_nat(x) with uniforms u, or of
-    natural rounding when u is None."""
-    ax = x.abs() if x.dtype == torch.float64 else x.abs().float()
+def natural_fields(x: torch.Tensor, u: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(binary32 exponent field of C_nat(x) as int32, sign bit) with uniforms u, or of natural
+    rounding when u is None; field 0 stands for zero."""
+    if x.dtype == torch.float64:
+        field = _fields_float64(x, u)
+    else:
+        # binary32 bit trick: |x| = 2^(e-127)(1 + m/2^23), so round up with probability m/2^23;
+        # subnormals (e = 0, |x| = 2^-126 m/2^23) round between 0 and 2^-126 by the same rule
+        bits = x.float().view(torch.int32)
+        mantissa = bits & 0x7FFFFF
+        up = mantissa >= 2**22 if u is None else u.float() * 2.0**23 < mantissa
+        field = (bits >> 23).bitwise_and_(0xFF).add_(up)
+    if int(field.max()) > 254:
+        raise ValueError("x: |x_i| >= 2^127 would round beyond the binary32 exponent range")
+    return field, torch.signbit(x)
+
+
+def _fields_float64(x: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
+    ax = x.abs()
     mant, e = torch.frexp(ax)  # ax = mant 2^e, mant in [0.5, 1)
     tiny = ax < 2.0**_MIN_EXP  # zero and subnormals: the two levels are 0 (field 0) and 2^-126 (field 1)
     lower = torch.where(tiny, -_BIAS, e - 1)
     frac = torch.where(tiny, ax * 2.0**-_MIN_EXP, 2 * mant - 1)
     up = frac >= 0.5 if u is None else u < frac
-    field = lower + up + _BIAS
-    if int(field.max()) > 254:
-        raise ValueError("x: |x_i| >= 2^127 would round beyond the binary32 exponent range")
-    return (field << 1) | (x < 0)
+    return lower + up + _BIAS
 
 
-def natural_values(codes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """+-2^(field - 127) for each 9-bit code (0 for field 0), built from the binary32 bits."""
-    magnitude = ((codes >> 1) << 23).to(torch.int32).view(torch.float32)
-    return torch.where((codes & 1).bool(), -magnitude, magnitude).to(dtype)
+def natural_codes(x: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
+    """9-bit codes, exponent field << 1 | sign bit (for packing with other fields)."""
+    field, negative = natural_fields(x, u)
+    return (field << 1) | negative
+
+
+def natural_values(field: torch.Tensor, negative: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """+-2^(field - 127) (0 for field 0), built from the binary32 bits."""
+    magnitude = (field.to(torch.int32) << 23).view(torch.float32)
+    return torch.where(negative, -magnitude, magnitude).to(dtype)
+
+
+def natural_code_values(codes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return natural_values(codes >> 1, (codes & 1).bool(), dtype)
 
 
 class _Natural(Compressor):
@@ -56,10 +80,15 @@ class _Natural(Compressor):
 
     def _encode(self, x, generator):
         u = uniform(x.numel(), x, generator) if self.stochastic else None
-        return (), pack_uint(natural_codes(x, u), CODE_BITS)
+        field, negative = natural_fields(x, u)
+        return (), torch.cat([field.to(torch.uint8), pack_bits(negative)])
 
     def _decode(self, m: Message) -> torch.Tensor:
-        return natural_values(unpack_uint(m.body, m.d, CODE_BITS), m.dtype)
+        return natural_values(m.body[: m.d], unpack_bits(m.body[m.d :], m.d), m.dtype)
+
+    def _validate(self, m: Message) -> None:
+        if int(m.body[: m.d].max()) == 255:
+            raise FrameError(f"{self.name}: exponent field 255 (Inf/NaN)")
 
     def body_bytes(self, d, meta):
         return packed_bytes(CODE_BITS * d)

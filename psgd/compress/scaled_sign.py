@@ -13,12 +13,15 @@ import torch
 
 from psgd.compress.base import Compressor, Message, packed_bytes
 from psgd.compress.registry import register
-from psgd.wire import pack_bits, unpack_bits
+from psgd.wire import unpack_bits
+from psgd.wire.bits import pack_nonnegative_l1
 
 
-def pack_signs(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Body of a scaled-sign message: the fp32 scale then one bit per coordinate (1 = non-negative)."""
-    return torch.cat([scale.to(torch.float32).reshape(1).view(torch.uint8), pack_bits(x >= 0)])
+def pack_signs(x: torch.Tensor) -> torch.Tensor:
+    """Body of a scaled-sign message: the fp32 scale ||x||_1/d, then one bit per coordinate (1 = non-negative)."""
+    bits, l1 = pack_nonnegative_l1(x)
+    scale = (l1 / x.numel()).to(torch.float32).reshape(1).to(bits.device)
+    return torch.cat([scale.view(torch.uint8), bits])
 
 
 def unpack_signs(body: torch.Tensor, d: int, dtype: torch.dtype) -> torch.Tensor:
@@ -37,7 +40,7 @@ class ScaledSign(Compressor):
     wire_bits = "d + 32"
 
     def _encode(self, x, generator):
-        return (), pack_signs(x, x.abs().sum() / x.numel())
+        return (), pack_signs(x)
 
     def _decode(self, m: Message) -> torch.Tensor:
         return unpack_signs(m.body, m.d, m.dtype)

@@ -12,7 +12,8 @@ import torch
 
 from psgd.compress.base import Compressor, Message, packed_bytes
 from psgd.compress.registry import register
-from psgd.wire import pack_bits, unpack_bits
+from psgd.wire import unpack_bits
+from psgd.wire.bits import pack_nonnegative
 
 
 @register
@@ -24,7 +25,7 @@ class Sign(Compressor):
     wire_bits = "d"
 
     def _encode(self, x, generator):
-        return (), pack_bits(x >= 0)
+        return (), pack_nonnegative(x)
 
     def _decode(self, m: Message) -> torch.Tensor:
         positive = unpack_bits(m.body, m.d)

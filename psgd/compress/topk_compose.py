@@ -26,7 +26,7 @@ from psgd.compress.dithering import (
     normalized,
     wire_norm,
 )
-from psgd.compress.natural import CODE_BITS, natural_codes, natural_values
+from psgd.compress.natural import CODE_BITS, natural_code_values, natural_codes
 from psgd.compress.randomness import uniform
 from psgd.compress.registry import register
 from psgd.compress.topk import check_ratio_k, index_bits, resolve_k
@@ -118,7 +118,7 @@ class TopKNatural(_TopKThen):
         return torch.empty(0, dtype=torch.uint8, device=v.device), natural_codes(v, uniform(v.numel(), v, generator))
 
     def code_values(self, prefix, codes, dtype):
-        return natural_values(codes, dtype)
+        return natural_code_values(codes, dtype)
 
 
 @register
