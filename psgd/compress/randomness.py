@@ -1,7 +1,8 @@
 """Where compressors get randomness from a caller's ``torch.Generator``.
 
 Draws happen on the generator's own device and move to the data's device, so one
-generator gives the same message for a CPU and a CUDA input. With ``generator=None``
+generator gives the same message for a CPU and a CUDA input (large uniform draws on the
+CPU come from numpy's PCG64, seeded by the generator). With ``generator=None``
 the device's default generator is used. Shared randomness (Rand-k indices) is rebuilt
 by the decoder from a 32-bit seed through a CPU generator, so it never depends on the
 device either.
@@ -9,15 +10,24 @@ device either.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
 def uniform(n: int, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """n draws of U[0, 1) on like's device, float64 for float64 data and float32 otherwise."""
+    """n draws of U[0, 1) on like's device, float64 for float64 data and float32 otherwise.
+
+    A CPU generator (or none, for CPU data) seeds numpy's PCG64 with one 64-bit draw: the
+    same distribution at about twice the speed of torch's CPU generator for large n.
+    """
     dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
-    if generator is None:
-        return torch.rand(n, dtype=dtype, device=like.device)
-    return torch.rand(n, dtype=dtype, device=generator.device, generator=generator).to(like.device)
+    device = generator.device if generator is not None else like.device
+    if device.type != "cpu":
+        return torch.rand(n, dtype=dtype, device=device, generator=generator).to(like.device)
+    seed = int(torch.randint(-(2**63), 2**63 - 1, (), dtype=torch.int64, generator=generator)) % 2**64
+    rng = np.random.Generator(np.random.PCG64(seed))
+    draws = rng.random(n, dtype=np.float64 if dtype == torch.float64 else np.float32)
+    return torch.from_numpy(draws).to(like.device)
 
 
 def normal(shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
