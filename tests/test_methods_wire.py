@@ -210,7 +210,12 @@ def test_mpi_run_equals_in_process_for_methods_with_their_own_rounds(case, tmp_p
     proc = launch(4, ["-m", "psgd.train", str(path), "--quiet", "--out", str(tmp_path / "mpi")])
     assert proc.returncode == 0, proc.stderr
     mpi = [json.loads(line) for line in (tmp_path / "mpi" / "rounds.jsonl").read_text().splitlines()]
-    _, sim = run_in_process(config.load(path), 3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the ranks (OMP_NUM_THREADS=1): float reductions then split alike
+    try:
+        _, sim = run_in_process(config.load(path), 3)
+    finally:
+        torch.set_num_threads(threads)
     assert len(mpi) == 8
     for a, b in zip(mpi, sim.rounds, strict=True):
         for key in ("loss", "bytes_up", "bytes_down", "header_up", "header_down", "test_accuracy"):

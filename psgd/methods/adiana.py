@@ -10,6 +10,9 @@ All nodes: y' = x - eta g,  z <- beta z + (1 - beta) x + (gamma/eta)(y' - x),
 The coin is drawn from the run's shared generator of the round, so every node derives it and
 nothing is sent for it. a_i and b_i use separate draws of the worker's own generator, so the
 compressors are independent across workers, rounds and the two messages (He et al. require it).
+(Rand-k's ``shared_seed`` only moves the index set's seed into the header; the seed is still drawn
+from the worker's own generator, so it stays independent. ``shared_randomness = true``, which gives
+every worker the same draws, is refused.)
 
 Parameters (Li et al., strongly convex theorem, constants [R] in SPEC 3.7): alpha = 1/(1 + omega),
 theta2 = 1/2, p = min(1, max(1, sqrt(n/(32 omega)) - 1)/(2(1 + omega))),
