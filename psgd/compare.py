@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from psgd import config
 from psgd.errors import PsgdError
 from psgd.methods import build
@@ -81,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-write", action="store_true", help="print the table only")
     args = p.parse_args(argv)
     paths = args.configs or sorted((ROOT / "configs").glob("*.toml"))
+    torch.set_num_threads(1)  # one intra-op thread, as the MPI ranks run: the same floats as under mpirun
     if not paths:
         print("psgd: error: no configs to compare", file=sys.stderr)
         return 2
