@@ -112,3 +112,12 @@ def test_header_of_the_largest_dimension_fits():
         import msgpack
 
         assert len(msgpack.packb([c.name, d, 0, *meta])) <= MAX_MESSAGE_HEADER
+
+
+def test_natural_refuses_an_infinite_exponent():
+    c = make("natural")
+    m = c.encode(torch.ones(9), gen())
+    body = bytearray(m.body.numpy().tobytes())
+    body[0] = 255
+    with pytest.raises(FrameError, match="natural: exponent field 255"):
+        c.from_bytes(m.header() + bytes(body))

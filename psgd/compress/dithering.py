@@ -55,10 +55,10 @@ def normalized(x: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
 
 
 def uniform_levels(y: torch.Tensor, s: int, u: torch.Tensor) -> torch.Tensor:
-    """Unbiased rounding of s*y to an integer level in [0, s]."""
-    sy = y * s
+    """Unbiased rounding of s*y to an integer level in [0, s] (overwrites y)."""
+    sy = y.mul_(s)
     low = sy.floor()
-    return (low + (u < sy - low)).clamp_(max=s).to(torch.int32)
+    return low.add_(u < sy.sub_(low)).clamp_(max=s).to(torch.int32)
 
 
 def natural_levels(y: torch.Tensor, s: int, u: torch.Tensor) -> torch.Tensor:
