@@ -1,0 +1,61 @@
+"""The papers' settings (configs/<paper>/, SPEC 5): every file parses, every full setting has
+a small CPU variant, and every CPU variant runs (two rounds here, with at most 2 of the workers
+its 'Launch' comment gives, and a smaller evaluation). tests/mpi picks up configs/*.toml only."""
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from psgd import config
+from psgd.runtime.simulate import run_in_process
+
+ROOT = Path(__file__).resolve().parents[1] / "configs"
+FOLDERS = ["paper1", "paper2", "ef21_sgdm", "liec", "sahu"]
+CONFIGS = sorted(p for folder in FOLDERS for p in (ROOT / folder).glob("*.toml"))
+CPU = [p for p in CONFIGS if p.stem.endswith("_cpu")]
+
+
+def workers(path: Path) -> int:
+    found = re.search(r"--simulate (\d+)", path.read_text())
+    assert found, f"{path}: no 'Launch' comment with --simulate N"
+    return int(found.group(1))
+
+
+def test_every_paper_has_configs():
+    assert all(list((ROOT / folder).glob("*_cpu.toml")) for folder in FOLDERS)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_config_parses(path):
+    cfg = config.load(path)
+    assert cfg.name == path.stem
+    assert workers(path) >= 1
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if p not in CPU], ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_full_setting_has_a_cpu_variant_with_the_same_method(path):
+    full, cpu = config.load(path), config.load(path.with_name(path.stem + "_cpu.toml"))
+    assert cpu.method.name == full.method.name and workers(path) == workers(path.with_name(path.stem + "_cpu.toml"))
+    assert cpu.rounds <= 300 and (cpu.task.name != "cifar" or cpu.task.dataset == "synthetic")
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread per process, as python -m psgd.train runs (two threads on a busy 2-core box crawl)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+SMALL_EVAL = ["task.synthetic_train=128", "task.synthetic_test=32", "task.eval_batch=32", "task.bn_batches=1"]
+
+
+@pytest.mark.parametrize("path", CPU, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_cpu_variant_runs(path, one_thread):
+    small = SMALL_EVAL if 'dataset = "synthetic"' in path.read_text() else []
+    cfg = config.load(path, ["rounds=2", "eval_every=2", *small])
+    _, result = run_in_process(cfg, min(workers(path), 2))
+    assert len(result.rounds) == 2 and all(r["loss"] == r["loss"] for r in result.rounds)
