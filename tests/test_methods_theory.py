@@ -237,3 +237,18 @@ def test_theory_step_sizes_follow_the_formulas():
     ef14 = build(MethodOptions(name="ef14", uplink="topk:k=10", lr="theory"), constants=c)
     assert ef14.options.lr == pytest.approx(1 / (28 * 10 * 2.0))
     assert make("topk:k=10").delta(100) == 10
+
+
+@needs_randk
+def test_perturbed_randk_sgd_escapes_a_saddle_point():
+    """f(x) = x_1^2/2 - x_2^2/2 + x_2^4/4: from x^0 = (1, 0) compressed GD converges to the saddle at 0
+    (x_2 stays 0); the worker-side perturbation of Avdiukhin & Yaroslavtsev (SPEC 3.1) escapes to x_2 = +-1."""
+
+    def grad(x):
+        return np.array([x[0], -x[1] + x[1] ** 3])
+
+    kw = dict(grads=[grad], x0=np.array([1.0, 0.0]), lr=0.1, rounds=200)
+    plain = psgd.simulate("sgd", "randk:k=1", **kw)
+    perturbed = psgd.simulate("sgd", "randk:k=1", perturbation=0.01, **kw)
+    assert np.linalg.norm(plain.x) < 1e-3  # stuck at the saddle
+    assert abs(abs(perturbed.x[1]) - 1) < 0.05  # at a minimum, f = -1/4
