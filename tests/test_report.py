@@ -149,3 +149,21 @@ def test_not_a_run_folder_is_one_clear_error(make, message, tmp_path, capsys):
 def test_bad_link_is_one_clear_error(runs, tmp_path, capsys):
     assert main([str(runs / "topk"), "--out", str(tmp_path / "o"), "--link", "bandwidth=fast"]) == 2
     assert "bandwidth" in capsys.readouterr().err
+
+
+def test_target_on_an_error_metric_is_reached_from_above(tmp_path):
+    """--metric relative_error: lower is better, so the target is met at <=."""
+    out = tmp_path / "runs"
+    config = tmp_path / "ridge.toml"
+    config.write_text(
+        'name = "ridge"\nrounds = 40\neval_every = 5\n[task]\nname = "ridge"\nl2 = 0.1\n'
+        '[method]\nname = "sgd"\nuplink = "topk:k=4"\nlr = "theory"\n'
+    )
+    assert train([str(config), "--simulate", "1", "--quiet", "--out", str(out / "ridge")]) == 0
+    errors = [r.get("relative_error") for r in records(out / "ridge")]
+    target = errors[19]  # reached at round 19 at the latest
+    report = tmp_path / "report"
+    assert main([str(out / "ridge"), "--out", str(report), "--target", repr(target), "--metric", "relative_error"]) == 0
+    (row,) = table((report / "report.md").read_text())
+    first = next(i for i, e in enumerate(errors) if e is not None and e <= target)
+    assert row[f"MB to relative_error <= {target:g}"].endswith(f"(round {first})")

@@ -1,4 +1,4 @@
-"""``python -m psgd.report RUN [RUN ...] --out DIR [--link SPEC] [--target ACC]``."""
+"""``python -m psgd.report RUN [RUN ...] --out DIR [--link SPEC] [--target VALUE [--metric NAME]]``."""
 
 import sys
 

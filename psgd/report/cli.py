@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from psgd.errors import ConfigError, PsgdError
-from psgd.report.metrics import run_metrics
+from psgd.report.metrics import Target, run_metrics
 from psgd.report.plots import draw_all
 from psgd.report.runs import load_runs
 from psgd.report.table import markdown
@@ -24,30 +24,41 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--link", default="", metavar="SPEC", help="project wall-clock on a link, e.g. bandwidth=1Gbit,latency=50us"
     )
-    p.add_argument("--target", type=float, metavar="ACC", help="report bytes and time to reach this test accuracy")
+    p.add_argument(
+        "--target", type=float, metavar="VALUE", help="report bytes and time to reach this value of --metric"
+    )
+    p.add_argument(
+        "--metric",
+        default="test_accuracy",
+        help="evaluated metric for --target and the plots (default test_accuracy; reached at >= for accuracies, "
+        "<= for others, e.g. relative_error)",
+    )
     return p
 
 
-def write_report(runs: list[str], out: str | Path, link_spec: str = "", target: float | None = None) -> Path:
+def write_report(
+    runs: list[str], out: str | Path, link_spec: str = "", target: float | None = None, metric: str = "test_accuracy"
+) -> Path:
     """Loads the runs, writes the plots and report.md into ``out``; returns report.md's path."""
     link = parse_link(link_spec)
+    goal = None if target is None else Target(target, metric)
     loaded = load_runs(runs)
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"cannot create --out {out}: {e.strerror}") from None
-    rows = [run_metrics(run, link, target) for run in loaded]
-    plots = draw_all(loaded, out, link, link_spec, target)
+    rows = [run_metrics(run, link, goal) for run in loaded]
+    plots = draw_all(loaded, out, link, link_spec, goal)
     path = out / "report.md"
-    path.write_text(markdown(rows, target, link, link_spec, plots))
+    path.write_text(markdown(rows, goal, link, link_spec, plots))
     return path
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        path = write_report(args.runs, args.out, args.link, args.target)
+        path = write_report(args.runs, args.out, args.link, args.target, args.metric)
     except PsgdError as e:
         print(f"psgd: error: {e}", file=sys.stderr, flush=True)
         return 2

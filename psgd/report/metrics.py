@@ -55,8 +55,29 @@ def dimension(run: Run) -> int | None:
 
 
 @dataclass(frozen=True)
+class Target:
+    """A value of an evaluated metric to reach: at least it for accuracies, at most it otherwise
+    (losses, errors, suboptimality)."""
+
+    value: float
+    metric: str = "test_accuracy"
+
+    @property
+    def higher_is_better(self) -> bool:
+        return "accuracy" in self.metric
+
+    def met(self, value: float) -> bool:
+        return value >= self.value if self.higher_is_better else value <= self.value
+
+    @property
+    def label(self) -> str:
+        name = "acc" if self.metric == "test_accuracy" else self.metric
+        return f"{name} {'>=' if self.higher_is_better else '<='} {self.value:g}"
+
+
+@dataclass(frozen=True)
 class Reached:
-    """Where a run first reached the target accuracy (at an evaluation round)."""
+    """Where a run first reached the target (at an evaluation round)."""
 
     round: int
     bytes: float
@@ -86,9 +107,9 @@ class RunMetrics:
     reached: Reached | None  # None: no target, or not reached
 
 
-def first_reach(run: Run, target: float, metric: str, projected: np.ndarray | None) -> Reached | None:
-    for i in run.evaluated(metric):
-        if run.records[i][metric] >= target:
+def first_reach(run: Run, target: Target, projected: np.ndarray | None) -> Reached | None:
+    for i in run.evaluated(target.metric):
+        if target.met(run.records[i][target.metric]):
             cum = cumulative_bytes(run)
             return Reached(
                 int(run.records[i]["round"]),
@@ -99,7 +120,7 @@ def first_reach(run: Run, target: float, metric: str, projected: np.ndarray | No
     return None
 
 
-def run_metrics(run: Run, link: Link | None = None, target: float | None = None) -> RunMetrics:
+def run_metrics(run: Run, link: Link | None = None, target: Target | None = None) -> RunMetrics:
     up, down = run.bytes_per_round("bytes_up").sum(), run.bytes_per_round("bytes_down").sum()
     d = dimension(run)
     fp32 = None if d is None else FP32 * d * len(run.records) * run.workers
@@ -130,5 +151,5 @@ def run_metrics(run: Run, link: Link | None = None, target: float | None = None)
         ratio_down=None if fp32 is None else fp32 / down,
         seconds=seconds,
         projected_s=None if projected is None else float(projected[-1]),
-        reached=None if target is None else first_reach(run, target, "test_accuracy", projected),
+        reached=None if target is None else first_reach(run, target, projected),
     )

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 from matplotlib.ticker import EngFormatter, LogLocator  # noqa: E402
 
-from psgd.report.metrics import cumulative_bytes, projected_time  # noqa: E402
+from psgd.report.metrics import Target, cumulative_bytes, projected_time  # noqa: E402
 from psgd.report.runs import Run  # noqa: E402
 from psgd.runtime.link import Link  # noqa: E402
 
@@ -31,11 +31,11 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
         return (sums - pad[0][lo + 1]) / n
 
 
-def eval_metric(runs: list[Run]) -> str | None:
-    """test_accuracy when any run has it, else the first metric any run evaluated."""
+def eval_metric(runs: list[Run], preferred: str = "test_accuracy") -> str | None:
+    """``preferred`` when any run has it, else the first metric any run evaluated."""
     names = [m for run in runs for m in run.metrics()]
-    if "test_accuracy" in names:
-        return "test_accuracy"
+    if preferred in names:
+        return preferred
     return names[0] if names else None
 
 
@@ -56,11 +56,11 @@ def _axes(x_label: str, metric: str | None, log_x: bool = False):
     return fig, axes
 
 
-def _finish(fig, axes, metric: str | None, target: float | None, path: Path, title: str) -> None:
+def _finish(fig, axes, metric: str | None, target: Target | None, path: Path, title: str) -> None:
     if metric:
         axes[1].set_ylabel(metric.replace("_", " "))
-        if target is not None and metric == "test_accuracy":
-            axes[1].axhline(target, color="0.4", linestyle="--", linewidth=1, label=f"target {target:g}")
+        if target is not None and metric == target.metric:
+            axes[1].axhline(target.value, color="0.4", linestyle="--", linewidth=1, label=f"target {target.value:g}")
     for ax in axes:
         ax.legend(fontsize=8, loc="best")
     fig.suptitle(title)
@@ -81,11 +81,11 @@ def curves(
     x_label: str,
     path: Path,
     title: str,
-    target: float | None = None,
+    target: Target | None = None,
     log_x: bool = False,
 ) -> None:
     """Loss (raw, faint; smoothed, solid) and the evaluation metric (markers) against xs."""
-    metric = eval_metric(runs)
+    metric = eval_metric(runs, target.metric if target else "test_accuracy")
     fig, axes = _axes(x_label, metric, log_x)
     for i, (run, x) in enumerate(zip(runs, xs, strict=True)):
         color = COLORS[i % len(COLORS)]
@@ -124,7 +124,7 @@ def time_split(runs: list[Run], path: Path) -> None:
     plt.close(fig)
 
 
-def draw_all(runs: list[Run], out: Path, link: Link | None, link_spec: str, target: float | None) -> list[str]:
+def draw_all(runs: list[Run], out: Path, link: Link | None, link_spec: str, target: Target | None) -> list[str]:
     """Writes every figure into ``out``; returns their file names."""
     made = []
 

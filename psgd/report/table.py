@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from psgd.report.metrics import RunMetrics
+from psgd.report.metrics import RunMetrics, Target
 from psgd.runtime.link import Link
 
 
@@ -16,7 +16,7 @@ def _rounds(m: RunMetrics) -> str:
     return f"{m.rounds}/{m.planned} (partial)" if m.planned else f"{m.rounds} (partial)"
 
 
-def _reached(m: RunMetrics, target: float | None, link: Link | None) -> list[str]:
+def _reached(m: RunMetrics, target: Target | None, link: Link | None) -> list[str]:
     if target is None:
         return []
     if m.reached is None:
@@ -29,15 +29,15 @@ def _row(cells: list[str]) -> str:
     return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
 
-def results_table(rows: list[RunMetrics], target: float | None, link: Link | None, link_spec: str) -> list[str]:
+def results_table(rows: list[RunMetrics], target: Target | None, link: Link | None, link_spec: str) -> list[str]:
     metrics = list(dict.fromkeys(k for m in rows for k in m.final_metrics))
     head = ["run", "method", "uplink", "downlink", "workers", "rounds", "final loss", *metrics]
     head += ["MB up", "MB down", "ratio up (vs fp32)", "ratio down (vs fp32)", "wall-clock s"]
     if link:
         head.append(f"projected s @ {link_spec}")
     if target is not None:
-        head += [f"MB to acc >= {target:g}", f"s to acc >= {target:g}"]
-        head += [f"projected s to acc >= {target:g}"] if link else []
+        head += [f"MB to {target.label}", f"s to {target.label}"]
+        head += [f"projected s to {target.label}"] if link else []
     lines = [_row(head), _row(["---"] * len(head))]
     for m in rows:
         cells = [m.label, m.method, m.uplink, m.downlink, str(m.workers), _rounds(m), _num(m.final_loss)]
@@ -63,7 +63,7 @@ def time_table(rows: list[RunMetrics]) -> list[str]:
     return lines
 
 
-def markdown(rows: list[RunMetrics], target: float | None, link: Link | None, link_spec: str, plots: list[str]) -> str:
+def markdown(rows: list[RunMetrics], target: Target | None, link: Link | None, link_spec: str, plots: list[str]) -> str:
     out = ["# psgd report", ""]
     out += [
         "MB are 10^6 bytes that crossed MPI, summed over all workers and rounds in rounds.jsonl "
