@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
-from matplotlib.ticker import EngFormatter, LogLocator  # noqa: E402
+from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator  # noqa: E402
 
 from psgd.report.metrics import Target, cumulative_bytes, projected_time  # noqa: E402
 from psgd.report.runs import Run  # noqa: E402
@@ -29,6 +29,12 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
     n = counts - pad[1][lo + 1]
     with np.errstate(invalid="ignore", divide="ignore"):
         return (sums - pad[0][lo + 1]) / n
+
+
+def noisy(loss: np.ndarray) -> bool:
+    """Minibatch losses go up in many rounds; full-gradient ones hardly ever (those are drawn unsmoothed)."""
+    steps = np.diff(loss[np.isfinite(loss)])
+    return len(steps) > 0 and float((steps > 0).mean()) > 0.1
 
 
 def eval_metric(runs: list[Run], preferred: str = "test_accuracy") -> str | None:
@@ -51,8 +57,7 @@ def _axes(x_label: str, metric: str | None, log_x: bool = False):
             ax.xaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
             ax.xaxis.set_minor_formatter(EngFormatter(unit="B"))
             ax.tick_params(axis="x", which="minor", labelsize=7)
-    axes[0].set_ylabel("training loss (minibatch, mean over workers)")
-    axes[0].set_title("faint: every round; solid: trailing mean", fontsize=9, color="0.35")
+    axes[0].set_ylabel("training loss (mean over workers)")
     return fig, axes
 
 
@@ -67,6 +72,15 @@ def _finish(fig, axes, metric: str | None, target: Target | None, path: Path, ti
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _log_y(ax) -> None:
+    ax.set_yscale("log")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+    ax.yaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="y", which="minor", labelsize=7)
 
 
 def _positive(runs: list[Run], key: str) -> bool:
@@ -90,18 +104,20 @@ def curves(
     for i, (run, x) in enumerate(zip(runs, xs, strict=True)):
         color = COLORS[i % len(COLORS)]
         loss = run.column("loss")
-        window = max(1, len(loss) // 50)
-        axes[0].plot(x, loss, color=color, alpha=0.2, linewidth=0.6)
-        axes[0].plot(x, smooth(loss, window), color=color, linewidth=1.6, label=run.label)
+        if noisy(loss):
+            axes[0].set_title("noisy losses: faint every round, solid a trailing mean", fontsize=9, color="0.35")
+            axes[0].plot(x, loss, color=color, alpha=0.2, linewidth=0.6)
+            loss = smooth(loss, max(1, len(loss) // 50))
+        axes[0].plot(x, loss, color=color, linewidth=1.6, label=run.label)
         if metric:
             idx = run.evaluated(metric)
             if len(idx):
                 values = [run.records[j][metric] for j in idx]
                 axes[1].plot(x[idx], values, color=color, marker="o", markersize=3.5, linewidth=1.4, label=run.label)
     if _positive(runs, "loss"):
-        axes[0].set_yscale("log")
-    if metric and metric != "test_accuracy" and _positive(runs, metric):
-        axes[1].set_yscale("log")
+        _log_y(axes[0])
+    if metric and "accuracy" not in metric and _positive(runs, metric):
+        _log_y(axes[1])
     _finish(fig, axes, metric, target, path, title)
 
 
