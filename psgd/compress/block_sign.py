@@ -17,7 +17,7 @@ from psgd.compress.base import Compressor, Message, packed_bytes
 from psgd.compress.layout import FIVE_MIB, blocks, check_bucket
 from psgd.compress.registry import register
 from psgd.wire import unpack_bits
-from psgd.wire.bits import pack_nonnegative, segment_ids
+from psgd.wire.bits import pack_nonnegative
 
 
 @register
@@ -34,19 +34,18 @@ class BlockSign(Compressor):
     def __post_init__(self):
         check_bucket(self.name, self.bucket)
 
-    def _sizes(self, d: int, device: torch.device) -> torch.Tensor:
-        return torch.tensor(blocks(self.name, d, self.bucket, self.layers), device=device)
-
     def _encode(self, x, generator):
-        sizes = self._sizes(x.numel(), x.device)
+        sizes = blocks(self.name, x.numel(), self.bucket, self.layers)
         work = torch.float64 if x.dtype == torch.float64 else torch.float32
-        scales = torch.segment_reduce(x.abs().to(work), "sum", lengths=sizes) / sizes
+        l1 = torch.stack([torch.linalg.vector_norm(b, 1, dtype=work) for b in x.split(sizes)])  # a loop over blocks
+        scales = l1 / torch.tensor(sizes, dtype=work, device=x.device)
         return (), torch.cat([scales.to(torch.float32).view(torch.uint8), pack_nonnegative(x)])
 
     def _decode(self, m: Message) -> torch.Tensor:
-        sizes = self._sizes(m.d, m.body.device)
-        nb = sizes.numel()
-        scale = m.body[: 4 * nb].view(torch.float32).to(m.dtype)[segment_ids(sizes, m.d)]
+        sizes = blocks(self.name, m.d, self.bucket, self.layers)
+        nb = len(sizes)
+        scales = m.body[: 4 * nb].view(torch.float32).to(m.dtype)
+        scale = torch.cat([s.expand(n) for s, n in zip(scales, sizes, strict=True)])
         return torch.where(unpack_bits(m.body[4 * nb :], m.d), scale, -scale)
 
     def body_bytes(self, d, meta):
