@@ -15,12 +15,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from psgd.compress.base import Compressor, Message
 from psgd.compress.randomness import draw_seed, seeded
 from psgd.compress.registry import register
 from psgd.compress.topk import (
+    ascending,
     check_ratio_k,
     index_bits,
     pack_sparse,
@@ -38,13 +40,13 @@ def random_subset(d: int, k: int, generator: torch.Generator) -> torch.Tensor:
     k-subset of them: the procedure treats all labels alike, so the result is uniform.
     """
     if 4 * k > d:
-        return torch.randperm(d, generator=generator)[:k].sort().values
+        return ascending(torch.randperm(d, generator=generator)[:k])
     have = torch.empty(0, dtype=torch.int64)
     while have.numel() < k:
         need = k - have.numel()
         draw = torch.randint(0, d, (need + need // 8 + 16,), generator=generator)
-        have = torch.unique(torch.cat([have, draw]))
-    return have[torch.randperm(have.numel(), generator=generator)[:k]].sort().values
+        have = torch.from_numpy(np.unique(torch.cat([have, draw]).numpy()))  # torch's CPU sort is slow
+    return ascending(have[torch.randperm(have.numel(), generator=generator)[:k]])
 
 
 @register

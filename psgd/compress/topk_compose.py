@@ -29,7 +29,7 @@ from psgd.compress.dithering import (
 from psgd.compress.natural import CODE_BITS, natural_code_values, natural_codes
 from psgd.compress.randomness import uniform
 from psgd.compress.registry import register
-from psgd.compress.topk import check_ratio_k, index_bits, resolve_k
+from psgd.compress.topk import check_ratio_k, index_bits, resolve_k, top_indices
 from psgd.errors import FrameError
 from psgd.wire import pack_uint, uint_width, unpack_uint
 
@@ -55,7 +55,7 @@ class _TopKThen(Compressor):
     def _encode(self, x, generator):
         d = x.numel()
         k = self._k(d)
-        idx = torch.topk(x.abs(), k, sorted=False).indices.sort().values
+        idx = top_indices(x, k)
         prefix, codes = self.value_codes(x[idx], generator)
         joint = codes | (idx << self.code_bits()) if index_bits(d) else codes
         return (k,), torch.cat([prefix, pack_uint(joint, self.code_bits() + index_bits(d))])
