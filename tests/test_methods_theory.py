@@ -101,6 +101,15 @@ def test_ef21_converges_linearly_under_pl_on_heterogeneous_quadratics():
 LOGREG_WORKERS = 4
 
 
+@pytest.fixture
+def one_thread():
+    """Small models: one intra-op thread (as the MPI ranks run) avoids thread contention on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def logreg_job(method: dict, rounds: int):
     """L2-regularised (l2 = 0.5: mu = 0.5, L ~ 6.2) softmax regression on digits, full-shard gradients;
     the job, its task, and a lower bound on f* from plain GD: f* >= f(x) - ||grad f(x)||^2/(2 mu)."""
@@ -130,7 +139,7 @@ def logreg_job(method: dict, rounds: int):
     return cfg, task, fx - float(g.double().square().sum()) / (2 * task.constants()["mu"])
 
 
-def test_ef21_converges_linearly_under_pl_on_logistic_regression():
+def test_ef21_converges_linearly_under_pl_on_logistic_regression(one_thread):
     cfg, task, f_low = logreg_job({"name": "ef21", "uplink": "topk:ratio=0.5"}, 150)
     gamma, mu = build(cfg.method, task).options.lr, task.constants()["mu"]
     _, result = run_in_process(cfg, LOGREG_WORKERS)
@@ -141,7 +150,7 @@ def test_ef21_converges_linearly_under_pl_on_logistic_regression():
 
 
 @pytest.mark.parametrize("method", ["diana", "adiana"])
-def test_diana_and_adiana_converge_linearly_on_logistic_regression(method):
+def test_diana_and_adiana_converge_linearly_on_logistic_regression(method, one_thread):
     """Natural compression (omega = 1/8) up, theory parameters: no noise floor, f -> f* linearly."""
     cfg, task, f_low = logreg_job({"name": method, "uplink": "natural"}, 100)
     _, result = run_in_process(cfg, LOGREG_WORKERS)
