@@ -187,13 +187,18 @@ def job_field(env, job: str, field: str) -> str:
     return ""
 
 
-def started_again(env, job: str) -> bool:
-    """True once the requeued job runs again. SLURM holds a requeued job for about two minutes
-    (Reason=BeginTime); while it does, move its begin time to now."""
-    state, reason = job_field(env, job, "JobState"), job_field(env, job, "Reason")
-    if state == "PENDING" and reason == "BeginTime":
+def nudge(env, job: str) -> None:
+    """SLURM holds a requeued job for about two minutes (Reason=BeginTime); move its begin time to now."""
+    if job_field(env, job, "JobState") == "PENDING" and job_field(env, job, "Reason") == "BeginTime":
         run(["scontrol", "update", f"JobId={job}", f"StartTime={time.strftime('%Y-%m-%dT%H:%M:%S')}"], env=env)
-    return state in ("RUNNING", "COMPLETING", "COMPLETED")
+
+
+def resumed(env, job: str, log: Path) -> bool:
+    """True once the requeued job's second start has logged that it resumes. The job's state
+    alone cannot say it: right after the requeue it can still read COMPLETING (the first
+    start's steps being cleaned up) before it turns PENDING."""
+    nudge(env, job)
+    return "resuming" in log.read_text()
 
 
 def test_sbatch_runs_a_psgd_job_with_three_ranks(cluster, tmp_path):
@@ -216,10 +221,9 @@ def test_time_limit_signal_requeues_and_the_next_start_resumes(cluster, tmp_path
     assert run(["scancel", "--batch", "--signal=USR1", job], env=env).returncode == 0
     assert wait_for(lambda: job_field(env, job, "Restarts") == "1", 60), tail(log)
     assert "requeueing job" in log.read_text()
-    assert wait_for(lambda: started_again(env, job), 90), f"not restarted: {job_field(env, job, 'Reason')}"
-    assert wait_for(lambda: (run_dir / "summary.json").exists(), 90), tail(log)
-    text = log.read_text()
-    assert "resuming" in text and "--resume" in text
+    assert wait_for(lambda: resumed(env, job, log), 180), f"not restarted: {job_field(env, job, 'Reason')}"
+    assert wait_for(lambda: (run_dir / "summary.json").exists(), 120), tail(log)
+    assert "--resume" in log.read_text()
     rounds_logged = [json.loads(line)["round"] for line in (run_dir / "rounds.jsonl").read_text().splitlines()]
     assert rounds_logged == list(range(rounds))
     assert json.loads((run_dir / "summary.json").read_text())["rounds"] == rounds
