@@ -18,9 +18,10 @@ def mpirun() -> str | None:
 
 def launch(n: int, args: list[str], timeout: float = 240, cwd: Path | None = None) -> subprocess.CompletedProcess:
     cmd = [mpirun(), "-n", str(n)]
-    if "OMPI_COMM_WORLD_SIZE" in os.environ or "Open MPI" in subprocess.run(
-        [mpirun(), "--version"], capture_output=True, text=True
-    ).stdout:
+    if (
+        "OMPI_COMM_WORLD_SIZE" in os.environ
+        or "Open MPI" in subprocess.run([mpirun(), "--version"], capture_output=True, text=True).stdout
+    ):
         cmd += ["--allow-run-as-root", "--oversubscribe"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     return subprocess.run(

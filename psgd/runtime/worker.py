@@ -74,7 +74,6 @@ class WorkerNode:
         self.round, self.sent, self.received = meta["round"], meta["sent"], meta["received"]
         return None
 
-
     def _handle(self, frame: Frame, nbytes: int) -> bytes:
         if frame.kind == Kind.BYE:
             self.done = True

@@ -77,7 +77,7 @@ def decode_frame(data: bytes | bytearray | memoryview, sender: int, round: int |
     if len(data) < len(MAGIC) + 1:
         raise bad(f"only {len(data)} bytes")
     if data[: len(MAGIC)] != MAGIC:
-        raise bad(f"bad magic {data[:len(MAGIC)]!r}")
+        raise bad(f"bad magic {data[: len(MAGIC)]!r}")
     unpacker = msgpack.Unpacker(max_buffer_size=MAX_HEADER_BYTES, raw=False, strict_map_key=True)
     unpacker.feed(data[len(MAGIC) : len(MAGIC) + MAX_HEADER_BYTES])
     try:
