@@ -23,7 +23,7 @@ def make_config(name: str, rounds: int) -> config.RunConfig:
         "momentum": 0.0 if name == "adiana" else 0.9,
         "uplink": UPLINK.get(name, "topk:ratio=0.1"),
         "downlink": "scaled_sign" if name in COMPRESSED_DOWNLINK else "identity",
-        **({"H": 3} if "H" in fields else {}),
+        **({"period": 3} if "period" in fields else {}),  # LIEC and CSER sync on both sides of the split
     }
     return config.from_dict({"rounds": rounds, "eval_every": 4, "device": "cpu", "task": task, "method": method})
 
