@@ -64,6 +64,7 @@ def parser() -> argparse.ArgumentParser:
 
 RESUMABLE = ("rounds", "eval_every", "checkpoint_every", "link")
 CHECKPOINT = "checkpoint.psgd"
+SETUP_TAG = 8  # a failed rank's reason, before any payload moves
 
 
 def load_config(args) -> config.RunConfig:
@@ -187,19 +188,60 @@ def simulate_main(cfg, n: int, args) -> int:
         return fail(f"--simulate needs at least 1 worker, got {n}")
     folder, resume, history = open_run(cfg, args.out, args.resume)
     start = time.perf_counter()
-    server, result = run_in_process(
-        cfg,
-        n,
-        log=folder.log,
-        progress=Progress(args.quiet, history),
-        checkpoint_path=folder.path / CHECKPOINT,
-        resume=resume,
-        history=history,
-    )
+    try:
+        server, result = run_in_process(
+            cfg,
+            n,
+            log=folder.log,
+            progress=Progress(args.quiet, history),
+            checkpoint_path=folder.path / CHECKPOINT,
+            resume=resume,
+            history=history,
+        )
+    except BaseException:
+        folder.discard()
+        raise
     summary = summarize(cfg, server, result, n + 1, "simulate", time.perf_counter() - start)
     folder.finish(summary)
     report(summary, folder.path)
     return 0
+
+
+def setup_failure(comm, error: str | None) -> str | None:
+    """Collective: None when every rank set up; else, on every rank, the one message rank 0
+    prints. Ranks that failed send their reason to rank 0 as UTF-8 bytes (never pickled)."""
+    from mpi4py import MPI
+
+    flags = np.zeros(comm.Get_size(), dtype=np.int32)
+    comm.Allgather(np.array([1 if error else 0], dtype=np.int32), flags)
+    failed = [r for r in range(len(flags)) if flags[r]]
+    if not failed:
+        return None
+    rank = comm.Get_rank()
+    if rank != 0:
+        if error:
+            comm.Send(error.encode(), dest=0, tag=SETUP_TAG)
+        return ""
+    reasons = {}
+    for r in failed:
+        if r == 0:
+            reasons[0] = error
+            continue
+        status = MPI.Status()
+        comm.Probe(source=r, tag=SETUP_TAG, status=status)
+        buf = bytearray(status.Get_count())
+        comm.Recv(buf, source=r, tag=SETUP_TAG)
+        reasons[r] = buf.decode(errors="replace")
+    first = reasons[failed[0]]
+    where = "" if failed[0] == 0 else f"rank {failed[0]}: "
+    others = [r for r in failed[1:] if reasons[r] == first]
+    differing = [f"rank {r}: {reasons[r]}" for r in failed[1:] if reasons[r] != first]
+    return (
+        where
+        + first
+        + (f" (also on rank{'s' if len(others) > 1 else ''} {', '.join(map(str, others))})" if others else "")
+        + "".join(f"; {d}" for d in differing)
+    )
 
 
 def mpi_main(cfg, args) -> int:
@@ -213,7 +255,7 @@ def mpi_main(cfg, args) -> int:
     if size < 2:
         message = f"world size {size}: need a server and at least one worker (mpirun -n 2 or more)"
         return fail(message) if rank == 0 else 2
-    error = None
+    error, folder = None, None
     try:
         device = devices.pick(cfg.device, rank)
         if rank == 0:
@@ -232,10 +274,11 @@ def mpi_main(cfg, args) -> int:
         error = str(e)
     except (OSError, RuntimeError) as e:
         error = f"{type(e).__name__}: {e}"
-    flag = np.array([1 if error else 0], dtype=np.int32)
-    comm.Allreduce(MPI.IN_PLACE, flag, op=MPI.MAX)  # every rank agrees before any payload moves
-    if flag[0]:
-        return fail(error, rank) if error else 2
+    message = setup_failure(comm, error)  # every rank agrees before any payload moves
+    if message is not None:
+        if folder is not None:
+            folder.discard()
+        return fail(message) if rank == 0 else 2
     transport = MPITransport(comm)
     emulated = link.parse(cfg.link)
     if emulated is not None:  # every rank holds its own sends for their transfer time

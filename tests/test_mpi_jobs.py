@@ -63,6 +63,18 @@ def test_bad_input_under_mpi_exits_2_with_one_message(args, message, tmp_path):
     assert len(errors) == 1 and message in errors[0], proc.stderr
 
 
+def test_a_failed_set_up_is_one_message_from_rank_0_and_leaves_no_folder(tmp_path):
+    config = tmp_path / "cifar.toml"
+    config.write_text(
+        f'name = "c"\n[task]\nname = "cifar"\ndata_dir = "{tmp_path / "nowhere"}"\n[method]\nname = "sgd"\n'
+    )
+    proc = launch(3, ["-m", "psgd.train", str(config), "--out", str(tmp_path / "x")], timeout=120)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("psgd: error")]
+    assert len(errors) == 1 and "no such folder" in errors[0] and "(also on ranks 1, 2)" in errors[0], proc.stderr
+    assert not (tmp_path / "x").exists()
+
+
 def test_world_size_one_is_refused(tmp_path):
     proc = launch(1, ["-m", "psgd.train", "--out", str(tmp_path / "x")], timeout=120)
     assert proc.returncode == 2

@@ -127,6 +127,11 @@ def test_missing_folder_fails_the_job_with_one_line(tmp_path, capsys):
     assert train([*args, "--out", str(tmp_path / "a"), "--set", f"task.data_dir={tmp_path / 'nowhere'}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "task.data_dir" in err[0] and "no such folder" in err[0]
+    assert not (tmp_path / "a").exists()  # nothing left behind: the same --out works once the path is fixed
+    (tmp_path / "empty").mkdir()
+    assert train([*args, "--out", str(tmp_path / "empty"), "--set", f"task.data_dir={tmp_path / 'nowhere'}"]) == 2
+    assert (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())  # the user's folder stays
+    capsys.readouterr()
     assert train([*args, "--out", str(tmp_path / "b")]) == 2
     assert "task.data_dir is required" in capsys.readouterr().err
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 
 from psgd.config import RunConfig, to_toml
@@ -57,6 +58,9 @@ class RunDir:
 
     def __init__(self, path: Path, cfg: RunConfig, keep_rounds: list[dict] = ()) -> None:
         self.path = path
+        self.created = not path.exists()
+        self.fresh = self.created or not any(path.iterdir())  # a new run's folder: discard() may empty it
+        self.logged = 0
         try:
             path.mkdir(parents=True, exist_ok=True)
             (path / "config.toml").write_text(to_toml(cfg))
@@ -70,6 +74,19 @@ class RunDir:
     def log(self, record: dict) -> None:
         self.rounds.write(json.dumps(_clean(record)) + "\n")
         self.rounds.flush()
+        self.logged += 1
+
+    def discard(self) -> None:
+        """Remove a new run's folder when set-up failed before its first round, so that the
+        same command can run again once the cause is fixed; a resumed run's folder stays."""
+        self.rounds.close()
+        if not self.fresh or self.logged:
+            return
+        if self.created:
+            shutil.rmtree(self.path, ignore_errors=True)
+        else:  # the user's empty folder: leave it empty
+            for name in ("config.toml", "rounds.jsonl", "rounds.jsonl.tmp"):
+                (self.path / name).unlink(missing_ok=True)
 
     def finish(self, summary: dict) -> None:
         self.rounds.close()
