@@ -243,3 +243,37 @@ def test_error_feedback_identity(method, options):
             assert float(w.error.abs().max()) > 0
     if method == "hard_threshold":
         assert m.uplink.spec == f"hard_threshold:lam={1 / (2 * math.sqrt(4))}"  # lam = 1/(2 sqrt(k))
+
+
+@pytest.mark.parametrize("method", ["ef14", "doublesqueeze", "liec"])
+def test_layer_wise_compressors_get_the_tasks_layers_on_both_sides(method):
+    """digits_mlp has tensors of 4096, 64, 640 and 10 coordinates: block sign by layer sends one
+    fp32 scale per tensor (d + 4 * 32 bits), and the server parses with the same layers."""
+    options = {"period": 1000} if method == "liec" else {}
+    cfg = config.from_dict(
+        {
+            "rounds": 3,
+            "eval_every": 3,
+            "task": {"name": "digits_mlp", "hidden": 64},
+            "method": {
+                "name": method,
+                "uplink": "block_sign:bucket=0",
+                "downlink": "per_layer(scaled_sign)",
+                **options,
+            },
+        }
+    )
+    server, result = run_in_process(cfg, 2)
+    assert server.method.uplink.spec == "block_sign:bucket=0,layers=4096+64+640+10"
+    d, layers = 4810, 4
+    body = math.ceil((d + 32 * layers) / 8)
+    for rec in result.rounds:
+        assert all(b - h == body for b, h in zip(rec["bytes_up"], rec["header_up"], strict=True))
+    last = result.rounds[-1]
+    assert all(b - h == body for b, h in zip(last["bytes_down"], last["header_down"], strict=True))
+
+
+def test_an_explicit_layers_spec_is_kept():
+    task, method = {"name": "digits_mlp", "hidden": 64}, {"name": "ef14", "uplink": "block_sign:layers=4810"}
+    server, _ = run_in_process(config.from_dict({"rounds": 1, "task": task, "method": method}), 1)
+    assert server.method.uplink.spec.endswith("layers=4810")

@@ -66,6 +66,8 @@ def with_layers(c: Compressor, sizes: list[int]) -> Compressor:
     ``layers`` parameter (a per-layer wrapper's inner compressor sees one layer at a time)."""
     names = [f.name for f in dataclasses.fields(c)]  # type: ignore[arg-type]
     if "layers" in names:
+        if c.layers is not None:  # type: ignore[attr-defined]  # the spec's own layers= wins
+            return c
         return dataclasses.replace(c, layers="+".join(str(int(n)) for n in sizes))  # type: ignore[type-var]
     for f in names:
         if isinstance(getattr(c, f), Compressor):

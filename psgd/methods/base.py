@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from psgd.compress import Compressor, Message, make
+from psgd.compress import Compressor, Message, make, with_layers
 from psgd.methods.options import THEORY, MethodOptions
 from psgd.methods.theory import Constants
 from psgd.seeding import generator
@@ -57,6 +57,12 @@ class Method(ABC):
         self.check()
         if constants is not None and (options.lr == THEORY or options.strict_theory):
             self.check_theory()
+
+    def use_layers(self, sizes: list[int]) -> None:
+        """Give the model's layer sizes to this method's compressors (see compress.with_layers)."""
+        for name, value in vars(self).items():
+            if isinstance(value, Compressor):
+                setattr(self, name, with_layers(value, sizes))
 
     def check(self) -> None:
         """Refuse incompatible options with a ValueError that says why."""

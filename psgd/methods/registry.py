@@ -36,12 +36,18 @@ def build(options, task=None, constants: Constants | None = None) -> Method:
     ``task`` (or ``constants`` directly, as ``psgd.simulate`` gives them) lends n, d and, for
     tasks that know them, L and mu: lr = "theory" is resolved from them and strict_theory is
     enforced. Without either, only the checks that need no task run (config validation).
+    A task with layers hands their sizes to every compressor that splits by layer or bucket
+    (one without an explicit ``layers=``), on the server and the workers alike.
     Every refusal is a ConfigError (a ValueError), so jobs end with one line and exit code 2.
     """
     if constants is None and task is not None:
         constants = Constants.of(task)
     try:
-        return method_class(options.name)(options, constants)
+        method = method_class(options.name)(options, constants)
+        sizes = task.layer_sizes() if task is not None else None
+        if sizes and len(sizes) > 1:
+            method.use_layers(sizes)
+        return method
     except ConfigError:
         raise
     except ValueError as e:

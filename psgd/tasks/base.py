@@ -63,6 +63,11 @@ class Task(ABC):
     def evaluate(self, x: torch.Tensor) -> dict[str, float]:
         """Test metrics of the model x (server side)."""
 
+    def layer_sizes(self) -> list[int] | None:
+        """The sizes of the model's tensors in flat order (layer-wise and bucketed compressors
+        split there, as the papers' code does); None: no layers, one flat block."""
+        return None
+
     def constants(self) -> dict | None:
         """What the theorems need, when the task knows it: {"L", "mu", "L_i"} (None: unknown)."""
         return None

@@ -113,7 +113,11 @@ class Cifar(Task):
             self.data = load_cifar(o.data_dir, o.dataset)
         self.shards = shard_indices(self.data.y_train, n, o.split, seed)
         self._eval: FlatModule | None = None
-        self._dim = sum(p.numel() for p in self.build().parameters())
+        self._sizes = [p.numel() for p in self.build().parameters() if p.requires_grad]
+        self._dim = sum(self._sizes)
+
+    def layer_sizes(self) -> list[int]:
+        return list(self._sizes)
 
     def build(self) -> nn.Module:
         return build_model(self.options.model, self.data.classes, self.options.width, self.options.norm)

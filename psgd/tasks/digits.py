@@ -65,6 +65,9 @@ class DigitsTask(Task):
         self._eval = FlatModule(self.build())
         self._dim = self._eval.dim
 
+    def layer_sizes(self) -> list[int]:
+        return list(self._eval.sizes)
+
     def build(self) -> nn.Module:
         raise NotImplementedError
 
