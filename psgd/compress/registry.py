@@ -13,24 +13,14 @@ import re
 import typing
 
 from psgd.compress.base import Compressor
+from psgd.registry import Registry
 
-_REGISTRY: dict[str, type[Compressor]] = {}
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|KB|MB|GB)$")
 _UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "KB": 10**3, "MB": 10**6, "GB": 10**9}
 
-C = typing.TypeVar("C", bound=type[Compressor])
-
-
-def register(cls: C) -> C:
-    """Class decorator: make a compressor available under ``cls.name``."""
-    if cls.name in _REGISTRY:
-        raise RuntimeError(f"compressor {cls.name!r} registered twice")
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def registered() -> dict[str, type[Compressor]]:
-    return dict(_REGISTRY)
+_COMPRESSORS: Registry[type[Compressor]] = Registry("compressor")
+register = _COMPRESSORS.register
+registered = _COMPRESSORS.registered
 
 
 def _split_top(s: str) -> list[str]:
@@ -92,17 +82,15 @@ def make(spec: str) -> Compressor:
         name, _, args = spec.partition(":")
         pieces = _split_top(args)
     name = name.strip()
-    if inner_spec is not None and name in _REGISTRY:
+    if inner_spec is not None and name in _COMPRESSORS:
         # keys the wrapper does not know continue the inner spec: scaled(randk:ratio=0.1,shared_seed=false)
-        own = {f.name for f in dataclasses.fields(_REGISTRY[name])}  # type: ignore[arg-type]
+        own = {f.name for f in dataclasses.fields(_COMPRESSORS.get(name))}  # type: ignore[arg-type]
         extra = [p for p in pieces if p.partition("=")[0].strip() not in own]
         pieces = [p for p in pieces if p not in extra]
         if extra:
             inner_spec += ("," if ":" in inner_spec else ":") + ",".join(extra)
         inner = make(inner_spec)
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown compressor {name!r}; available: {', '.join(sorted(_REGISTRY))}")
-    cls = _REGISTRY[name]
+    cls = _COMPRESSORS.get(name)
     hints = typing.get_type_hints(cls)
     flds = [f for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     kwargs: dict = {}

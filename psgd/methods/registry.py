@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
-
 from psgd.errors import ConfigError
 from psgd.methods.base import Method
 from psgd.methods.theory import Constants
+from psgd.registry import Registry
 
-_REGISTRY: dict[str, type[Method]] = {}
-
-M = TypeVar("M", bound=type[Method])
-
-
-def register(cls: M) -> M:
-    if cls.name in _REGISTRY:
-        raise RuntimeError(f"method {cls.name!r} registered twice")
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def method_class(name: str) -> type[Method]:
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown method {name!r}; available: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
-
-
-def registered() -> dict[str, type[Method]]:
-    return dict(_REGISTRY)
+_METHODS: Registry[type[Method]] = Registry("method")
+register = _METHODS.register
+method_class = _METHODS.get
+registered = _METHODS.registered
 
 
 def build(options, task=None, constants: Constants | None = None) -> Method:
