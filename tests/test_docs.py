@@ -22,3 +22,8 @@ def test_named_configs_exist(path):
 @pytest.mark.parametrize("module", sorted(mentions(r"python -m (psgd[\w.]*)")))
 def test_named_modules_exist(module):
     assert importlib.util.find_spec(module) is not None
+
+
+@pytest.mark.parametrize("block", re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S))
+def test_readme_python_examples_run(block):
+    exec(compile(block, "README.md", "exec"), {})
