@@ -248,6 +248,22 @@ def test_theory_step_sizes_follow_the_formulas():
     assert make("topk:k=10").delta(100) == 10
 
 
+def test_ef21_theory_step_uses_l_tilde_never_l():
+    """L <= L~ = sqrt(mean L_i^2): a step built on L could exceed the theorem's bound, so EF21
+    with a compressor refuses lr = "theory" (and strict_theory) without the L_i."""
+    opts = MethodOptions(name="ef21", uplink="topk:k=10", lr="theory")
+    lr = build(opts, constants=Constants(n=2, d=100, L=1.0, L_i=(0.2, 1.8))).options.lr
+    theta = 1 - math.sqrt(0.9)
+    assert lr == pytest.approx(1 / (1 + math.sqrt(1.64) * math.sqrt(0.9 / theta**2)))  # L~ = sqrt(1.64) > L = 1
+    for options in (opts, MethodOptions(name="ef21", uplink="topk:k=10", lr=1e-3, strict_theory=True)):
+        with pytest.raises(ConfigError, match="L_i"):
+            build(options, constants=Constants(n=2, d=100, L=1.0, mu=0.1))
+    with pytest.raises(ConfigError, match="impossible"):
+        build(opts, constants=Constants(n=2, d=100, L=1.0, L_i=(0.5, 0.5)))
+    plain = MethodOptions(name="ef21", uplink="identity", lr="theory")  # alpha = 1: no L~ term
+    assert build(plain, constants=Constants(n=2, d=100, L=2.0, mu=0.1)).options.lr == 0.5
+
+
 @needs_randk
 def test_perturbed_randk_sgd_escapes_a_saddle_point():
     """f(x) = x_1^2/2 - x_2^2/2 + x_2^4/4: from x^0 = (1, 0) compressed GD converges to the saddle at 0

@@ -39,7 +39,8 @@ def test_torch_in_torch_out_and_theory_lr():
         "ef21", "identity", grads=grads, x0=torch.zeros(8, dtype=torch.float64), lr="theory", rounds=200, L=p.L, mu=p.mu
     )
     assert isinstance(r.x, torch.Tensor) and r.x.dtype == torch.float64
-    assert np.linalg.norm(r.x.numpy() - p.x_star) < 1e-8  # EF21 with no compression is GD with lr 1/L
+    # EF21 with no compression (alpha = 1, beta = 0: the L~ term vanishes, no L_i needed) is GD with lr 1/L
+    assert np.linalg.norm(r.x.numpy() - p.x_star) < 1e-8
 
 
 @pytest.mark.parametrize(
@@ -76,3 +77,7 @@ def test_bad_input():
         psgd.simulate("sgd", grads=[lambda x: np.ones(3)] * 2, x0=np.zeros(5), rounds=2)
     with pytest.raises(ConfigError, match="needs the smoothness constant L"):
         psgd.simulate("ef21", "topk:k=1", grads=p.grads, x0=np.zeros(5), lr="theory")
+    with pytest.raises(ConfigError, match="per-worker smoothness constants L_i"):
+        psgd.simulate("ef21", "topk:k=1", grads=p.grads, x0=np.zeros(5), lr="theory", L=p.L, mu=p.mu)
+    with pytest.raises(ConfigError, match="L_i has 1 values for 2 workers"):
+        psgd.simulate("ef21", "topk:k=1", grads=p.grads, x0=np.zeros(5), lr="theory", L=p.L, L_i=[p.L])

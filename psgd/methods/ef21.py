@@ -41,17 +41,21 @@ class ServerState(Replica):
     g: torch.Tensor  # g = (1/n) sum_i g_i
 
 
-def ef21_step(alpha: float, L: float, L_tilde: float, mu: float | None) -> tuple[float, str]:
+def ef21_step(alpha: float, L: float, L_tilde: float | None, mu: float | None) -> tuple[float, str]:
     """EF21's step size (SPEC 3.4) for an alpha-contraction: theta = 1 - sqrt(1 - alpha),
     beta = (1 - alpha)/theta; nonconvex: 1/(L + L~ sqrt(beta/theta));
-    PL: min{1/(L + L~ sqrt(2 beta/theta)), theta/(2 mu)}."""
+    PL: min{1/(L + L~ sqrt(2 beta/theta)), theta/(2 mu)}. L~ may be None only when alpha = 1
+    (beta = 0: the L~ term vanishes, EF21 is GD)."""
     theta = 1 - math.sqrt(1 - alpha)
     beta = (1 - alpha) / theta
-    consts = f"alpha = {alpha:g}, theta = {theta:g}, beta = {beta:g}, L = {L:g}, L~ = {L_tilde:g}"
+    consts = f"alpha = {alpha:g}, theta = {theta:g}, beta = {beta:g}, L = {L:g}"
+    spread = 0.0  # L~ sqrt(beta/theta)
+    if beta:
+        spread = L_tilde * math.sqrt(beta / theta)
+        consts += f", L~ = {L_tilde:g}"
     if mu is None:
-        lr = 1 / (L + L_tilde * math.sqrt(beta / theta))
-        return lr, f"EF21 nonconvex: lr <= 1/(L + L~ sqrt(beta/theta)), {consts}"
-    lr = min(1 / (L + L_tilde * math.sqrt(2 * beta / theta)), theta / (2 * mu))
+        return 1 / (L + spread), f"EF21 nonconvex: lr <= 1/(L + L~ sqrt(beta/theta)), {consts}"
+    lr = min(1 / (L + math.sqrt(2) * spread), theta / (2 * mu))
     return lr, f"EF21 under PL: lr <= min(1/(L + L~ sqrt(2 beta/theta)), theta/(2 mu)), {consts}, mu = {mu:g}"
 
 
@@ -64,9 +68,11 @@ class EF21(SGD):
         self.require_dense_downlink()
 
     def theory_lr(self):
+        """EF21's theorem needs L~ = sqrt(mean L_i^2), i.e. the task's L_i, whenever C compresses (alpha < 1)."""
         c = self.constants
         alpha = contraction(self.uplink, c.d, self.name)
-        return ef21_step(alpha, c.need_L(self.name), c.L_tilde, c.mu)
+        L = c.need_L(self.name)
+        return ef21_step(alpha, L, c.need_L_tilde(self.name) if alpha < 1 else None, c.mu)
 
     def uplink_codecs(self, round: int):
         return [IDENTITY] if round == 0 else [self.uplink]

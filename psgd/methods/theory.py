@@ -3,7 +3,7 @@
 ``Constants`` travels from a task (``Task.constants()``) or from ``psgd.simulate`` into
 ``methods.build``; a method's ``theory_lr`` turns it into its theorem's step size. L is the
 smoothness of f = (1/n) sum_i f_i, mu its strong convexity (PL) constant, L_i the smoothness
-of each worker's f_i (L_tilde = sqrt(mean L_i^2), EF21's constant).
+of each worker's f_i (L~ = sqrt(mean L_i^2), EF21's constant; never replaced by L <= L~).
 """
 
 from __future__ import annotations
@@ -34,12 +34,23 @@ class Constants:
             raise ValueError(f"{who}: the theorem's step size needs the smoothness constant L, unknown for this task")
         return self.L
 
-    @property
-    def L_tilde(self) -> float:
-        """sqrt((1/n) sum_i L_i^2); L itself when the per-worker constants are unknown."""
+    def need_L_tilde(self, who: str) -> float:
+        """L~ = sqrt((1/n) sum_i L_i^2). Never replaced by L: L <= L~, so a bound built on L
+        could exceed the theorem's."""
         if self.L_i is None:
-            return self.L
-        return math.sqrt(sum(v * v for v in self.L_i) / len(self.L_i))
+            raise ValueError(
+                f"{who}: the theorem's step size needs the per-worker smoothness constants L_i "
+                "(L~ = sqrt(mean L_i^2) >= L), unknown for this task; give L_i or a numeric lr"
+            )
+        if len(self.L_i) != self.n:
+            raise ValueError(f"{who}: L_i has {len(self.L_i)} values for {self.n} workers")
+        L_tilde = math.sqrt(sum(v * v for v in self.L_i) / self.n)
+        if self.L is not None and L_tilde < self.L * (1 - 1e-9):
+            raise ValueError(
+                f"{who}: L~ = sqrt(mean L_i^2) = {L_tilde:g} < L = {self.L:g}, impossible when f = mean f_i "
+                "and each f_i is L_i-smooth: check L and L_i"
+            )
+        return L_tilde
 
 
 def omega(c: Compressor, d: int, who: str) -> float:
