@@ -277,3 +277,53 @@ def test_an_explicit_layers_spec_is_kept():
     task, method = {"name": "digits_mlp", "hidden": 64}, {"name": "ef14", "uplink": "block_sign:layers=4810"}
     server, _ = run_in_process(config.from_dict({"rounds": 1, "task": task, "method": method}), 1)
     assert server.method.uplink.spec.endswith("layers=4810")
+
+
+def test_liec_is_evaluated_on_the_average_of_the_workers_models():
+    """Between syncs the workers' models differ and the server's is none of them: evaluation
+    scores (1/n) sum_i x_i (SPEC 3.10, as LIEC's code does), here against a numpy LIEC-SGD."""
+    p = quadratics(N, D, seed=3)
+    lr, period, rounds = 0.2, 5, 12
+
+    def scaled_sign(v):  # ||v||_1 / d sign(v), the scale sent as fp32
+        return np.float32(np.abs(v).sum() / v.size) * np.sign(v)
+
+    x = [np.zeros(D) for _ in range(N)]
+    e_s, expected, server_f = np.zeros(D), [], []
+    x_bar = np.zeros(D)
+    for t in range(rounds):
+        g = [grad(xi) for grad, xi in zip(p.grads, x, strict=True)]
+        if (t + 1) % period == 0:  # sync: y_i = x_i - lr g_i, x = mean y_i - lr e_s (fp32 on the wire)
+            x_bar = np.mean([(xi - lr * gi).astype(np.float32) for xi, gi in zip(x, g, strict=True)], axis=0)
+            x_bar = (x_bar - lr * e_s).astype(np.float32).astype(np.float64)
+            e_s, x = np.zeros(D), [x_bar.copy() for _ in range(N)]
+        else:
+            c = [scaled_sign(gi) for gi in g]
+            m = np.mean(c, axis=0) + e_s
+            q = scaled_sign(m)
+            e_s = m - q
+            x = [xi - lr * (q + gi - ci) for xi, gi, ci in zip(x, g, c, strict=True)]
+            x_bar = x_bar - lr * q
+        expected.append(p.f(np.mean(x, axis=0)))
+        server_f.append(p.f(x_bar))
+    r = psgd.simulate(
+        "liec",
+        "scaled_sign",
+        "scaled_sign",
+        grads=p.grads,
+        x0=np.zeros(D),
+        lr=lr,
+        rounds=rounds,
+        loss=p.f,
+        period=period,
+    )
+    assert np.allclose(r.losses, expected, rtol=1e-5)
+    gap = [abs(a - b) / b for a, b in zip(expected, server_f, strict=True)]
+    assert max(gap) > 1e-2 and gap[period - 1] < 1e-6  # the server's model differs, except right after a sync
+    fetched = rounds - rounds // period  # non-sync rounds: each worker sends its fp64 model once
+    assert all(fetched * 8 * D < b < fetched * (8 * D + 64) for b in r.summary["eval_bytes_up"])
+    quiet = psgd.simulate(  # evaluated only at the end: the training traffic is the same
+        "liec", "scaled_sign", "scaled_sign", grads=p.grads, x0=np.zeros(D), lr=lr, rounds=rounds, period=period
+    )
+    assert (quiet.summary["bytes_up"], quiet.summary["bytes_down"]) == (r.summary["bytes_up"], r.summary["bytes_down"])
+    assert np.array_equal(quiet.x, r.x)

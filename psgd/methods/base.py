@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from copy import deepcopy
 from dataclasses import dataclass, replace
 
 import torch
@@ -124,6 +125,20 @@ class Method(ABC):
     @abstractmethod
     def server_step(self, state, up: list[list[torch.Tensor]], ctx: Context) -> list[Message]:
         """Aggregate decoded uplinks (one list per worker, rank order); return the next downlink."""
+
+    def local_models(self, round: int) -> bool:
+        """True when, after ``round``, the workers' models differ from each other and from the
+        server's (local-model methods between syncs). Evaluation then scores their average,
+        (1/n) sum_i x_i, as the papers do, fetched outside the byte ledger (``worker_model``)."""
+        return False
+
+    def worker_model(self, state, down: list[torch.Tensor], ctx: Context) -> torch.Tensor:
+        """The worker's model once it applies ``down`` (the downlink the server built in round
+        ctx.round - 1), leaving ``state`` as it is. Methods with local models implement
+        ``apply_downlink(state, down, ctx)``."""
+        copy = deepcopy(state)
+        self.apply_downlink(copy, down, ctx)  # type: ignore[attr-defined]
+        return copy.x
 
     @abstractmethod
     def server_model(self, state) -> torch.Tensor:

@@ -79,12 +79,19 @@ class CSER(Method):
         zeros = torch.zeros_like
         return WorkerState(x, SGDStep(self.options), zeros(x), zeros(x), zeros(x))
 
-    def worker_step(self, s: WorkerState, down, oracle, ctx):
+    def local_models(self, round: int) -> bool:
+        """x_i = server x + e_i: equal only after a reset with the identity (all e_i = 0)."""
+        return not (self.reset(round) and self.reset_codec.name == "identity")
+
+    def apply_downlink(self, s: WorkerState, down, ctx) -> None:
         if down:
             s.x.sub_(down[0]).sub_(s.residual)
             if len(down) == 2:
                 s.x.sub_(s.error).add_(down[1]).add_(s.reset_residual)
                 s.error.copy_(s.reset_residual)
+
+    def worker_step(self, s: WorkerState, down, oracle, ctx):
+        self.apply_downlink(s, down, ctx)
         g = oracle(s.x)
         delta = self.options.lr_at(ctx.round) * s.opt.direction(s.x, g)
         msg = self.uplink.encode(delta, ctx.rng("uplink"))

@@ -70,6 +70,9 @@ class LIEC(SGD):
     def sync(self, round: int) -> bool:
         return (round + 1) % self.options.period == 0
 
+    def local_models(self, round: int) -> bool:
+        return not self.sync(round)
+
     def parts(self) -> int:
         """Vectors per direction on a sync round: y_i, or (x_i, g_i) when momentum buffers are local."""
         return 2 if self.options.momentum else 1

@@ -8,7 +8,9 @@ Checkpoints (every ``checkpoint_every`` rounds and after the last round) hold th
 method state, every worker's state (fetched with SNAPSHOT frames), the downlink frame of
 the next round and the ledger. Every random draw is seeded by (seed, rank, round,
 purpose), so these are all a resumed run needs to repeat the uninterrupted run exactly.
-Checkpoint frames are not training traffic: they are counted apart (``checkpoint_bytes_*``).
+Checkpoint frames are not training traffic: they are counted apart (``checkpoint_bytes_*``),
+as are the frames that fetch the workers' models to evaluate their average for methods
+whose workers hold models of their own between syncs (``eval_bytes_*``).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class ServerNode:
         self.method = build(cfg.method, self.task)
         self.ledger = Ledger(n)
         self.checkpoint_bytes = Ledger(n)  # SNAPSHOT/STATE/RESTORE frames, apart from training traffic
+        self.eval_bytes = Ledger(n)  # EVAL/MODEL frames (local-model methods' evaluation), apart too
         self.log = log or (lambda record: None)
         self.progress = progress or (lambda record, cfg: None)
         self.checkpoint_path = checkpoint_path
@@ -141,7 +144,7 @@ class ServerNode:
                 **self.ledger.round_record(),
             }
             if (t + 1) % cfg.eval_every == 0 or t == cfg.rounds - 1:
-                self.final_metrics = self.task.evaluate(self.method.server_model(self.state))
+                self.final_metrics = self.task.evaluate(self.evaluated_model(transport, t, down))
                 record.update(self.final_metrics)
             self.ledger.new_round()
             result.rounds.append(record)
@@ -150,6 +153,28 @@ class ServerNode:
             every = cfg.checkpoint_every
             if self.checkpoint_path is not None and ((every and (t + 1) % every == 0) or t == cfg.rounds - 1):
                 self.save(transport, t + 1, down, header, time.perf_counter() - start)
+
+    def evaluated_model(self, transport: Transport, t: int, down: bytes) -> torch.Tensor:
+        """The model scored after round t: the server's, or, while the workers' models differ
+        (local-model methods between syncs), their average once each applies ``down`` (round
+        t + 1's downlink, built, not yet sent). Those frames are counted apart (``eval_bytes_*``)."""
+        if not self.method.local_models(t):
+            return self.method.server_model(self.state)
+        request = encode_frame(Frame(Kind.EVAL, t + 1, 0, [], [down]))
+        for w in range(1, self.n + 1):
+            transport.send(w, request)
+            self.eval_bytes.sent(w, len(request), len(request) - len(down))
+        ref = self.method.server_model(self.state)  # the workers' models have its dtype and size
+        total, size = torch.zeros_like(ref), ref.numel() * ref.element_size()
+        for w in range(1, self.n + 1):
+            data = transport.recv(w)
+            frame = decode_frame(data, sender=w, round=t + 1)
+            self.eval_bytes.received(w, len(data), len(data) - frame.body_len)
+            if frame.kind != Kind.MODEL or len(frame.parts) != 1 or len(frame.parts[0]) != size:
+                text = frame.info[0] if frame.kind == Kind.ERROR and frame.info else frame.kind.name
+                raise PsgdError(f"worker {w} could not send its model for the evaluation after round {t}: {text}")
+            total.add_(torch.frombuffer(bytearray(frame.parts[0]), dtype=ref.dtype).to(self.device))
+        return total.div_(self.n)
 
     def save(self, transport: Transport, next_round: int, down: bytes, header: int, elapsed: float) -> None:
         """Write a checkpoint taken between rounds: next_round's downlink is built, not sent."""
@@ -225,4 +250,6 @@ class ServerNode:
             "header_down": list(self.ledger.down.header),
             "checkpoint_bytes_up": list(self.checkpoint_bytes.up.total),
             "checkpoint_bytes_down": list(self.checkpoint_bytes.down.total),
+            "eval_bytes_up": list(self.eval_bytes.up.total),
+            "eval_bytes_down": list(self.eval_bytes.down.total),
         }

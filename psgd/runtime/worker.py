@@ -49,8 +49,10 @@ class WorkerNode:
         self.received = received
         try:
             frame = decode_frame(data, sender=0, round=None)
-            if frame.kind in (Kind.SNAPSHOT, Kind.RESTORE):  # checkpoint traffic: outside the ledger
+            if frame.kind in (Kind.SNAPSHOT, Kind.RESTORE, Kind.EVAL):  # not training traffic: outside the ledger
                 self.received -= len(data)
+                if frame.kind == Kind.EVAL:
+                    return self.model(frame)
                 return self.snapshot(frame) if frame.kind == Kind.SNAPSHOT else self.restore(frame)
             reply = self._handle(frame, len(data))
         except Exception as e:  # the server reports it: one message, orderly shut-down
@@ -62,6 +64,14 @@ class WorkerNode:
         tensors, scalars = checkpoint.capture(self.state) if self.state is not None else ({}, {})
         meta = {"scalars": scalars, "round": self.round, "sent": self.sent, "received": self.received}
         return encode_frame(Frame(Kind.STATE, frame.round, self.rank, [], [checkpoint.to_bytes(tensors, meta)]))
+
+    def model(self, frame: Frame) -> bytes:
+        """This worker's model once it applies the pending downlink (the EVAL frame's part), as raw bytes."""
+        down_frame = decode_frame(bytes(frame.parts[0]), sender=0, round=frame.round)
+        down, _ = unpack(down_frame, self.method.downlink_codecs(frame.round - 1), self.device)
+        ctx = Context(frame.round, self.rank, self.n, self.cfg.seed, self.device)
+        x = self.method.worker_model(self.state, down, ctx).detach().to("cpu").contiguous()
+        return encode_frame(Frame(Kind.MODEL, frame.round, self.rank, [], [x.numpy().tobytes()]))
 
     def restore(self, frame: Frame) -> None:
         tensors, meta = checkpoint.from_bytes(bytes(frame.parts[0]), f"state of worker {self.rank}")

@@ -31,6 +31,8 @@ class Kind(enum.IntEnum):
     SNAPSHOT = 5  # server -> worker: send your state for a checkpoint (not training traffic)
     STATE = 6  # worker -> server: one part, the worker's state blob
     RESTORE = 7  # server -> worker: one part, a state blob to resume from
+    EVAL = 8  # server -> worker: one part, the pending DOWN frame; reply with your model (not training traffic)
+    MODEL = 9  # worker -> server: one part, the worker's model (raw bytes of its dtype), for evaluation
 
 
 @dataclass(frozen=True)
