@@ -265,6 +265,24 @@ def test_ef21_theory_step_uses_l_tilde_never_l():
 
 
 @needs_randk
+def test_diana_with_shared_randomness_has_no_omega_over_n_gain(one_thread):
+    """Independent C_i: 1/((1 + 6 omega/n) L); one shared operator: 1/((1 + 6 omega) L) (Jensen only)."""
+    c = Constants(n=4, d=20, L=1.0, mu=0.3)
+    diana = method_class("diana").Options
+
+    def lr(shared):
+        return build(diana(name="diana", uplink="randk:k=5", lr="theory", shared_randomness=shared), constants=c)
+
+    w = 3.0  # Rand-5 of 20: omega = d/k - 1
+    assert lr(False).options.lr == pytest.approx(1 / (1 + 6 * w / 4))
+    assert lr(True).options.lr == pytest.approx(1 / (1 + 6 * w))
+    p, d = quadratics(4, 20, seed=3, mu=0.3), 20
+    kw = dict(grads=p.grads, x0=np.zeros(d), rounds=150, L=p.L, mu=p.mu, loss=p.f, lr="theory")
+    g = gaps(psgd.simulate("diana", "randk:k=5", shared_randomness=True, **kw), p)
+    assert g[-1] < 1e-4 * g[0]  # still linear to the exact optimum, at the smaller step
+
+
+@needs_randk
 def test_perturbed_randk_sgd_escapes_a_saddle_point():
     """f(x) = x_1^2/2 - x_2^2/2 + x_2^4/4: from x^0 = (1, 0) compressed GD converges to the saddle at 0
     (x_2 stays 0); the worker-side perturbation of Avdiukhin & Yaroslavtsev (SPEC 3.1) escapes to x_2 = +-1."""

@@ -7,7 +7,8 @@ Server:    g_hat = h + (1/n) sum_i Delta_i,  h <- h + alpha (1/n) sum_i Delta_i
 h_i^0 = 0; alpha = 1/(1 + omega) by default. C_up must be unbiased, C in U(omega), drawn
 independently by each worker (its own generator per rank and round), unless
 ``shared_randomness`` gives every worker the round's shared generator (the same Rand-k index set
-on every worker, so sparse messages share their support; the omega/n gain of independence is lost).
+on every worker, so sparse messages share their support; the omega/n gain of independence is lost,
+and lr = "theory" uses 1 + 6 omega in place of 1 + 6 omega/n).
 With full gradients the shifts h_i learn grad f_i(x*), so DIANA converges linearly to the exact optimum.
 """
 
@@ -60,7 +61,12 @@ class DIANA(SGD):
         return self.options.alpha or 1 / (1 + omega(self.uplink, d, self.name))
 
     def theory_lr(self):
-        """lr <= min(alpha/(2 mu), 1/((1 + 6 omega/n) L)) (SPEC 3.6; the constant 6 is [R])."""
+        """lr <= min(alpha/(2 mu), 1/((1 + 6 omega/n) L)) (SPEC 3.6; the constant 6 is [R]).
+
+        omega/n is the variance of the mean of n *independent* messages. With shared_randomness the
+        workers' compressors are one operator, and only Jensen bounds the mean's variance:
+        E||(1/n) sum_i (C(v_i) - v_i)||^2 <= omega (1/n) sum_i ||v_i||^2, so n = 1 in the bound: 1 + 6 omega.
+        """
         c = self.constants
         L, w = c.need_L(self.name), omega(self.uplink, c.d, self.name)
         if c.mu is None:
@@ -68,8 +74,12 @@ class DIANA(SGD):
         a = self.alpha(c.d)
         if a > 1 / (1 + w) * (1 + 1e-12):
             raise ValueError(f"{self.name}: the theorem needs alpha <= 1/(1 + omega) = {1 / (1 + w):g}, got {a:g}")
-        lr = min(a / (2 * c.mu), 1 / ((1 + 6 * w / c.n) * L))
-        why = f"DIANA: lr <= min(alpha/(2 mu), 1/((1 + 6 omega/n) L)), alpha = {a:g}, omega = {w:g}, n = {c.n}"
+        shared = self.options.shared_randomness
+        n = 1 if shared else c.n  # shared randomness: no omega/n gain (see above)
+        lr = min(a / (2 * c.mu), 1 / ((1 + 6 * w / n) * L))
+        bound = "1 + 6 omega" if shared else "1 + 6 omega/n"
+        why = f"DIANA{', shared randomness' if shared else ''}: lr <= min(alpha/(2 mu), 1/(({bound}) L))"
+        why += f", alpha = {a:g}, omega = {w:g}, n = {c.n}"
         return lr, f"{why}, L = {L:g}, mu = {c.mu:g}"
 
     def server_init(self, x0, ctx):
