@@ -145,6 +145,8 @@ def summarize(cfg, server: ServerNode, result, world_size: int, mode: str, wall_
         "method": cfg.method.name,
         "uplink": cfg.method.uplink,
         "downlink": cfg.method.downlink,
+        "lr": server.method.options.lr,  # resolved: a number even when the config says "theory"
+        **({"lr_theory": server.method.theory_lr()[1]} if cfg.method.lr == "theory" else {}),
         **s,
         "mb_up": sum(s["bytes_up"]) / 1e6,
         "mb_down": sum(s["bytes_down"]) / 1e6,
@@ -165,13 +167,18 @@ def summarize(cfg, server: ServerNode, result, world_size: int, mode: str, wall_
     }
 
 
+def versus_fp32(ratio: float) -> str:
+    """fp32 bytes / bytes sent, in words; frame headers can make a tiny model's messages larger."""
+    return f"{ratio:.1f}x less than fp32" if ratio >= 1 else f"{1 / ratio:.1f}x more than fp32, headers included"
+
+
 def report(summary: dict, path: Path) -> None:
     acc = summary["final_metrics"].get("test_accuracy")
     print(
         f"[psgd] done: {summary['rounds']} rounds, {summary['workers']} workers, "
         + (f"test accuracy {acc:.4f}, " if acc is not None else "")
-        + f"{summary['mb_up']:.2f} MB up ({summary['ratio_up']:.1f}x less than fp32), "
-        f"{summary['mb_down']:.2f} MB down ({summary['ratio_down']:.1f}x less), "
+        + f"{summary['mb_up']:.2f} MB up ({versus_fp32(summary['ratio_up'])}), "
+        f"{summary['mb_down']:.2f} MB down ({versus_fp32(summary['ratio_down'])}), "
         f"{summary['wall_s']:.1f}s -> {path}",
         flush=True,
     )
@@ -281,8 +288,8 @@ def mpi_main(cfg, args) -> int:
         return fail(message) if rank == 0 else 2
     transport = MPITransport(comm)
     emulated = link.parse(cfg.link)
-    if emulated is not None:  # every rank holds its own sends for their transfer time
-        transport = link.EmulatedLink(transport, emulated)
+    if emulated is not None and rank == 0:  # the server's link carries every frame, one after another
+        transport = link.EmulatedLink(transport, emulated, hold_receives=True)
     if rank != 0:
         while not node.done:
             reply = node.handle(transport.recv(0))

@@ -23,7 +23,10 @@ def test_parse(spec, bandwidth, latency):
     assert parsed.bandwidth == pytest.approx(bandwidth) and parsed.latency == pytest.approx(latency)
 
 
-@pytest.mark.parametrize("spec", ["bandwidth=fast", "bandwidth=0Gbit", "latency=5", "speed=1Gbit", "bandwidth"])
+@pytest.mark.parametrize(
+    "spec",
+    ["bandwidth=fast", "bandwidth=0Gbit", "latency=5", "speed=1Gbit", "bandwidth", "bandwidth=1Gbit,bandwidth=2Gbit"],
+)
 def test_bad_specs_name_the_part(spec):
     with pytest.raises(ConfigError, match="link"):
         link.parse(spec)

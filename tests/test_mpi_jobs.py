@@ -26,6 +26,7 @@ def records(folder):
                 *("--set", "task.split=label_skew"),
             ],
         ),
+        (3, ["--link", "bandwidth=100Mbit,latency=20ms"]),
     ],
 )
 def test_mpi_run_equals_simulation(ranks, extra, tmp_path):
@@ -36,6 +37,8 @@ def test_mpi_run_equals_simulation(ranks, extra, tmp_path):
     assert sim.returncode == 0, sim.stderr
     a, b = records(tmp_path / "mpi"), records(tmp_path / "sim")
     assert len(a) == 25
+    if "--link" in extra:  # the server's link holds each of 2 workers' frames both ways: >= 20 ms each
+        assert a[-1]["time_s"] >= 25 * 2 * 2 * 0.02 and b[-1]["time_s"] >= 25 * 2 * 2 * 0.02
     for x, y in zip(a, b, strict=True):
         assert x["loss"] == y["loss"]
         for key in ("bytes_up", "bytes_down", "header_up", "header_down"):

@@ -83,3 +83,5 @@ def test_theory_step_size_from_the_constants_converges(tmp_path):
     assert train([str(path), "--simulate", "2", "--quiet", "--out", str(tmp_path / "run")]) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["final_metrics"]["relative_error"] < 0.5  # from 1.0 at w0 = 0
+    assert summary["lr"] == method.options.lr and "B3(delta)" in summary["lr_theory"]  # the step the run took, and why
+    assert 'lr = "theory"' in (tmp_path / "run" / "config.toml").read_text()  # the config as written

@@ -37,9 +37,11 @@ def parse(spec: str) -> Link | None:
     fields = {}
     for item in spec.split(","):
         key, eq, value = item.partition("=")
-        fields[key.strip()] = value.strip()
         if not eq or key.strip() not in ("bandwidth", "latency"):
             raise ConfigError(f"link: expected bandwidth=...,latency=..., got {item.strip()!r}")
+        if key.strip() in fields:
+            raise ConfigError(f"link: {key.strip()} is given twice in {spec!r}")
+        fields[key.strip()] = value.strip()
     m = _RATE.match(fields.get("bandwidth", ""))
     if not m or float(m.group(1)) <= 0:
         raise ConfigError(f"link: bandwidth {fields.get('bandwidth')!r} is not a rate such as 1Gbit or 100MB")
@@ -51,8 +53,10 @@ def parse(spec: str) -> Link | None:
 
 
 class EmulatedLink:
-    """Wraps a transport; ``hold_receives`` also delays receives (for the in-process
-    simulation, where workers' sends are not separate processes)."""
+    """Wraps a transport: every send waits out its frame's time on the link first; with
+    ``hold_receives`` every receive too, once the frame is in. The server's transport holds
+    both (under MPI and in process alike), so its link carries every frame one after another,
+    as the star topology of a parameter server does and as the report's projection assumes."""
 
     def __init__(self, inner, link: Link, hold_receives: bool = False) -> None:
         self.inner, self.link, self.hold_receives = inner, link, hold_receives

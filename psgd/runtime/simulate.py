@@ -35,7 +35,7 @@ def _run(cfg, n, log, progress, checkpoint_path, resume, history):
     )
     transport = LocalTransport(workers)
     emulated = link.parse(cfg.link)
-    if emulated is not None:  # workers are not processes here: the server also waits out their sends
+    if emulated is not None:  # as under MPI: the server's link carries every frame, one after another
         transport = link.EmulatedLink(transport, emulated, hold_receives=True)
     result = server.run(transport, resume=resume, history=history)
     return server, result
