@@ -83,8 +83,10 @@ class ADIANA(Method):
                 f"{self.name} needs compressors independent across workers and rounds (He, Huang, Yuan 2023); "
                 "shared_randomness = true gives every worker the same random draws (e.g. one shared Rand-k set)"
             )
-        if o.momentum or o.weight_decay or o.lr_milestones:
-            raise ValueError(f"{self.name} accelerates by itself: leave momentum, weight_decay and lr_milestones unset")
+        if o.momentum or o.weight_decay or o.lr_milestones or o.lr_warmup:
+            raise ValueError(
+                f"{self.name} accelerates by itself: leave momentum, weight_decay, lr_milestones and lr_warmup unset"
+            )
 
     def omega_p(self) -> tuple[float, float]:
         c = self.constants
