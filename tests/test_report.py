@@ -1,15 +1,18 @@
 """psgd.report: the table's numbers are the sums of rounds.jsonl, the plots are real PNGs,
-killed runs (no summary, cut last line) still report, and a non-run folder is one clear error."""
+killed runs (no summary, cut last line) still report, and a non-run folder is one clear error.
+--payload --bytes up counts the message bodies the workers sent: paper 2's bits, in bytes."""
 
 import json
+import math
 import shutil
 
 import matplotlib.image
 import numpy as np
 import pytest
 
+from psgd.report import plots
 from psgd.report.cli import main
-from psgd.report.metrics import projected_time
+from psgd.report.metrics import Counting, cumulative_bytes, projected_time
 from psgd.report.runs import load_run
 from psgd.runtime.link import parse
 from psgd.train import main as train
@@ -92,7 +95,8 @@ def test_target_and_projected_time(runs, tmp_path):
     recs = records(runs / "topk")
     first_eval = 3  # eval_every = 4: rounds 3, 7, 11
     mb = sum(sum(r["bytes_up"]) + sum(r["bytes_down"]) for r in recs[: first_eval + 1]) / 1e6
-    assert row["MB to acc >= 0"] == f"{mb:.3f} (round {first_eval})"
+    reached, at = row["MB to acc >= 0"].split(" ", 1)
+    assert float(reached) == pytest.approx(mb, rel=1e-3) and at == f"(round {first_eval})"
     assert float(row["s to acc >= 0"]) == pytest.approx(recs[first_eval]["time_s"], abs=0.006)
     assert float(row["projected s @ bandwidth=10Mbit,latency=1ms"]) == pytest.approx(expected, abs=0.006)
     assert main([*args, "--target", "1.01"]) == 0
@@ -167,3 +171,100 @@ def test_target_on_an_error_metric_is_reached_from_above(tmp_path):
     (row,) = table((report / "report.md").read_text())
     first = next(i for i, e in enumerate(errors) if e is not None and e <= target)
     assert row[f"MB to relative_error <= {target:g}"].endswith(f"(round {first})")
+
+
+K = 4  # top-k's k on breast cancer (d = 31): k(32 + ceil(log2 d)) bits per uplink message
+
+
+@pytest.fixture(scope="module")
+def breast_cancer(tmp_path_factory):
+    """Paper 2's logistic regression, top-k up (EF14: plain sgd refuses a biased uplink), fp32 down."""
+    root = tmp_path_factory.mktemp("bc")
+    config = root / "bc.toml"
+    config.write_text(
+        f'name = "bc"\nrounds = {ROUNDS}\neval_every = 4\n[task]\nname = "breast_cancer"\nl2 = 0.01\n'
+        f'stochastic = false\n[method]\nname = "ef14"\nuplink = "topk:k={K}"\ndownlink = "identity"\nlr = "theory"\n'
+    )
+    assert train([str(config), "--simulate", str(WORKERS), "--quiet", "--out", str(root / "bc")]) == 0
+    return root / "bc"
+
+
+def payload(recs, direction):
+    """Per round: frame bytes minus header bytes, summed over the workers."""
+    return [sum(recs[i][f"bytes_{direction}"]) - sum(recs[i][f"header_{direction}"]) for i in range(len(recs))]
+
+
+def test_payload_up_is_the_workers_message_bodies(breast_cancer, tmp_path):
+    recs = records(breast_cancer)
+    d = json.loads((breast_cancer / "summary.json").read_text())["dim"]
+    body = math.ceil(K * (32 + math.ceil(math.log2(d))) / 8)  # the paper's bit count, rounded up to bytes
+    assert payload(recs, "up") == [WORKERS * body] * ROUNDS
+    assert payload(recs, "down") == [WORKERS * 4 * d] * ROUNDS  # identity: d fp32 values
+    up = sum(payload(recs, "up"))
+    run = load_run(breast_cancer)
+    assert cumulative_bytes(run, Counting("up", payload=True))[-1] == up
+    assert cumulative_bytes(run, Counting("total", payload=True))[-1] == up + sum(payload(recs, "down"))
+    assert cumulative_bytes(run, Counting("down"))[-1] == sum(sum(r["bytes_down"]) for r in recs)
+
+    errors = [r.get("relative_error") for r in recs]
+    target = errors[7]  # evaluated at rounds 3, 7, 11
+    first = next(i for i, e in enumerate(errors) if e is not None and e <= target)
+    out = tmp_path / "report"
+    args = ["--payload", "--bytes", "up", "--target", repr(target), "--metric", "relative_error"]
+    assert main([str(breast_cancer), "--out", str(out), *args]) == 0
+    text = (out / "report.md").read_text()
+    (row,) = table(text)
+    assert float(row["MB up (payload)"]) == pytest.approx(up / 1e6, rel=1e-3)
+    assert float(row["ratio up (payload vs fp32)"].rstrip("x")) == pytest.approx(32 * d / (8 * body), abs=0.05)
+    reached, at = row[f"MB (up, payload) to relative_error <= {target:g}"].split(" ", 1)
+    assert float(reached) == pytest.approx(sum(payload(recs, "up")[: first + 1]) / 1e6, rel=1e-3)
+    assert at == f"(round {first})"
+    assert not any(column.startswith(("MB down", "ratio down")) for column in row)  # --bytes up
+    assert "bytes of payload" in text and "uplink only" in text
+
+
+def test_payload_ratio_beats_the_ratio_with_headers(breast_cancer, tmp_path):
+    """Telemetry headers hide most of top-k's saving on d = 31; the payload shows it."""
+    rows = {}
+    for flags in ([], ["--payload"]):
+        out = tmp_path / "report"
+        assert main([str(breast_cancer), "--out", str(out), *flags]) == 0
+        (rows[bool(flags)],) = table((out / "report.md").read_text())
+    with_headers = float(rows[False]["ratio up (vs fp32)"].rstrip("x"))
+    body_only = float(rows[True]["ratio up (payload vs fp32)"].rstrip("x"))
+    assert with_headers < 2 < 6 < body_only
+    assert float(rows[True]["ratio down (payload vs fp32)"].rstrip("x")) == pytest.approx(1.0)
+
+
+def test_bytes_axis_says_what_it_counts(breast_cancer, tmp_path, monkeypatch):
+    labels, draw = {}, plots.curves
+
+    def curves(runs, xs, label, path, *rest):
+        labels[path.name] = label
+        draw(runs, xs, label, path, *rest)
+
+    monkeypatch.setattr(plots, "curves", curves)
+    assert main([str(breast_cancer), "--out", str(tmp_path / "a"), "--payload", "--bytes", "up"]) == 0
+    assert labels["bytes.png"] == "bytes sent by workers (payload only, all workers; log scale)"  # 38 B to 456 B
+    assert main([str(breast_cancer), "--out", str(tmp_path / "b")]) == 0
+    assert labels["bytes.png"] == "kB sent up + down (headers included, all workers; log scale)"
+    assert main([str(breast_cancer), "--out", str(tmp_path / "c"), "--bytes", "down", "--payload"]) == 0
+    assert labels["bytes.png"].startswith("bytes sent to workers (payload only")  # 248 B to 2976 B
+
+
+def test_byte_unit_keeps_ticks_near_one():
+    assert plots.byte_unit([np.array([19.0, 1900.0])]) == (1.0, "bytes")
+    assert plots.byte_unit([np.array([200.0, 30e3])]) == (1e3, "kB")
+    assert plots.byte_unit([np.array([0.0, 5e6, 4e9])]) == (1e6, "MB")  # zero (nothing sent yet) is left out
+    assert plots.byte_unit([np.array([0.0])]) == (1.0, "bytes")
+
+
+def test_payload_without_header_counts_is_one_clear_error(breast_cancer, tmp_path, capsys):
+    old = tmp_path / "old"
+    shutil.copytree(breast_cancer, old)
+    stripped = [{k: v for k, v in r.items() if k != "header_up"} for r in records(old)]
+    (old / "rounds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in stripped))
+    assert main([str(old), "--out", str(tmp_path / "o")]) == 0  # whole frames need no headers
+    assert main([str(old), "--out", str(tmp_path / "o"), "--payload"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no header_up" in err[0]

@@ -1,7 +1,7 @@
 """Reports: run folders (finished or killed) -> PNG plots and a markdown table.
 
 python -m psgd.report runs/a runs/b --out report/ [--link bandwidth=1Gbit,latency=50us]
-                      [--target 0.9 [--metric test_accuracy]]
+                      [--target 0.9 [--metric test_accuracy]] [--bytes total|up|down] [--payload]
 """
 
 from psgd.report.cli import write_report

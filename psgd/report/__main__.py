@@ -1,4 +1,5 @@
-"""``python -m psgd.report RUN [RUN ...] --out DIR [--link SPEC] [--target VALUE [--metric NAME]]``."""
+"""``python -m psgd.report RUN [RUN ...] --out DIR [--link SPEC] [--target VALUE [--metric NAME]]
+[--bytes total|up|down] [--payload]``."""
 
 import sys
 

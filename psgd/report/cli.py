@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from psgd.errors import ConfigError, PsgdError
-from psgd.report.metrics import Target, run_metrics
+from psgd.report.metrics import DIRECTIONS, TOTAL, Counting, Target, run_metrics
 from psgd.report.plots import draw_all
 from psgd.report.runs import load_runs
 from psgd.report.table import markdown
@@ -33,13 +33,32 @@ def parser() -> argparse.ArgumentParser:
         help="evaluated metric for --target and the plots (default test_accuracy; reached at >= for accuracies, "
         "<= for others, e.g. relative_error)",
     )
+    p.add_argument(
+        "--bytes",
+        choices=list(DIRECTIONS),
+        default="total",
+        help="direction(s) the bytes plot, MB to --target and the MB and ratio columns count: total (up + down, "
+        "the default), up (sent by the workers) or down (sent to them)",
+    )
+    p.add_argument(
+        "--payload",
+        action="store_true",
+        help="count payload only: each frame's bytes minus its header bytes (telemetry and message headers), "
+        "i.e. the compressed messages' bodies (paper 2's bits sent, rounded up to bytes)",
+    )
     return p
 
 
 def write_report(
-    runs: list[str], out: str | Path, link_spec: str = "", target: float | None = None, metric: str = "test_accuracy"
+    runs: list[str],
+    out: str | Path,
+    link_spec: str = "",
+    target: float | None = None,
+    metric: str = "test_accuracy",
+    counting: Counting = TOTAL,
 ) -> Path:
-    """Loads the runs, writes the plots and report.md into ``out``; returns report.md's path."""
+    """Loads the runs, writes the plots and report.md into ``out``; returns report.md's path.
+    ``counting``: which bytes the bytes plot and the MB, ratio and MB-to-target columns count."""
     link = parse_link(link_spec)
     goal = None if target is None else Target(target, metric)
     loaded = load_runs(runs)
@@ -48,17 +67,18 @@ def write_report(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"cannot create --out {out}: {e.strerror}") from None
-    rows = [run_metrics(run, link, goal) for run in loaded]
-    plots = draw_all(loaded, out, link, link_spec, goal)
+    rows = [run_metrics(run, link, goal, counting) for run in loaded]
+    plots = draw_all(loaded, out, link, link_spec, goal, counting)
     path = out / "report.md"
-    path.write_text(markdown(rows, goal, link, link_spec, plots))
+    path.write_text(markdown(rows, goal, link, link_spec, plots, counting))
     return path
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        path = write_report(args.runs, args.out, args.link, args.target, args.metric)
+        counting = Counting(args.bytes, args.payload)
+        path = write_report(args.runs, args.out, args.link, args.target, args.metric, counting)
     except PsgdError as e:
         print(f"psgd: error: {e}", file=sys.stderr, flush=True)
         return 2

@@ -1,6 +1,11 @@
 """The numbers a report shows for one run, all computed from rounds.jsonl (so a killed
 run's partial log gives the same kind of answer as a finished one).
 
+Which bytes count (``Counting``): up, down or both directions; whole frames, or payload
+only, i.e. each frame's bytes minus its header bytes (frame header with the worker's
+telemetry, plus each message's few-byte header), which leaves the compressed messages'
+bodies: the papers' bit counts rounded up to whole bytes (paper 2 plots error against these).
+
 Projected wall-clock on a link (``psgd.runtime.link``): per round
     compute + encode + decode + server + sum over the round's frames of link.hold(bytes),
 i.e. the measured computation plus the transfer time of every frame that round, up and
@@ -15,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from psgd.config import load as load_config
-from psgd.errors import PsgdError
+from psgd.errors import ConfigError, PsgdError
 from psgd.report.runs import TIMINGS, Run
 from psgd.runtime.link import Link
 from psgd.tasks import task_class
@@ -23,9 +28,61 @@ from psgd.tasks import task_class
 FP32 = 4  # bytes per coordinate of an uncompressed float32 vector
 
 
-def cumulative_bytes(run: Run) -> np.ndarray:
-    """Bytes up + down over all workers, cumulated to the end of each round."""
-    return np.cumsum(run.bytes_per_round("bytes_up") + run.bytes_per_round("bytes_down"))
+DIRECTIONS = {"total": ("up", "down"), "up": ("up",), "down": ("down",)}
+
+
+@dataclass(frozen=True)
+class Counting:
+    """The bytes a report counts: ``direction`` total (up + down), up or down, whole frames
+    or ``payload`` only (frame bytes minus header bytes, per frame)."""
+
+    direction: str = "total"
+    payload: bool = False
+
+    def __post_init__(self) -> None:
+        if self.direction not in DIRECTIONS:
+            raise ConfigError(f"--bytes must be one of {', '.join(DIRECTIONS)}, got {self.direction!r}")
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        return DIRECTIONS[self.direction]
+
+    def per_round(self, run: Run, direction: str) -> np.ndarray:
+        """Bytes counted in ``direction`` ("up" or "down"), summed over the workers, per round."""
+        sent = run.bytes_per_round(f"bytes_{direction}")
+        if not self.payload:
+            return sent
+        if any(f"header_{direction}" not in r for r in run.records):
+            raise ConfigError(f"{run.path}: rounds.jsonl has no header_{direction}, so --payload cannot subtract it")
+        return sent - run.bytes_per_round(f"header_{direction}")
+
+    def cumulative(self, run: Run) -> np.ndarray:
+        """Counted bytes over all workers and the chosen directions, cumulated to the end of each round."""
+        return np.cumsum(sum(self.per_round(run, d) for d in self.directions))
+
+    @property
+    def qualifier(self) -> str:
+        """What the table's "MB to target" column counts beyond the default, e.g. " (up, payload)"."""
+        words = ([] if self.direction == "total" else [self.direction]) + (["payload"] if self.payload else [])
+        return f" ({', '.join(words)})" if words else ""
+
+    @property
+    def sent(self) -> str:
+        """Who sent the counted bytes, in words for the plot's axis."""
+        return {"total": "sent up + down", "up": "sent by workers", "down": "sent to workers"}[self.direction]
+
+    @property
+    def content(self) -> str:
+        return "payload only" if self.payload else "headers included"
+
+
+TOTAL = Counting()  # the default: up + down, headers included
+
+
+def cumulative_bytes(run: Run, counting: Counting = TOTAL) -> np.ndarray:
+    """Bytes counted by ``counting`` (default: up + down, headers included) over all workers,
+    cumulated to the end of each round."""
+    return counting.cumulative(run)
 
 
 def transfer_seconds(run: Run, link: Link) -> np.ndarray:
@@ -98,19 +155,19 @@ class RunMetrics:
     mode: str | None  # "mpi" or "simulate" (summary.json); None for an unfinished run
     final_loss: float
     final_metrics: dict[str, float]  # the last evaluation of every metric
-    mb_up: float
+    mb_up: float  # counted as the report's Counting says: whole frames or payload only
     mb_down: float
-    ratio_up: float | None  # fp32 bytes / bytes sent (None: d unknown)
+    ratio_up: float | None  # fp32 bytes / bytes counted (None: d unknown)
     ratio_down: float | None
     seconds: dict[str, float]  # summed compute / encode / comm / decode / server, and wall
     projected_s: float | None
-    reached: Reached | None  # None: no target, or not reached
+    reached: Reached | None  # None: no target, or not reached; its bytes as counted
 
 
-def first_reach(run: Run, target: Target, projected: np.ndarray | None) -> Reached | None:
+def first_reach(run: Run, target: Target, projected: np.ndarray | None, counting: Counting = TOTAL) -> Reached | None:
     for i in run.evaluated(target.metric):
         if target.met(run.records[i][target.metric]):
-            cum = cumulative_bytes(run)
+            cum = cumulative_bytes(run, counting)
             return Reached(
                 int(run.records[i]["round"]),
                 float(cum[i]),
@@ -120,8 +177,11 @@ def first_reach(run: Run, target: Target, projected: np.ndarray | None) -> Reach
     return None
 
 
-def run_metrics(run: Run, link: Link | None = None, target: Target | None = None) -> RunMetrics:
-    up, down = run.bytes_per_round("bytes_up").sum(), run.bytes_per_round("bytes_down").sum()
+def run_metrics(
+    run: Run, link: Link | None = None, target: Target | None = None, counting: Counting = TOTAL
+) -> RunMetrics:
+    """The run's row; bytes, ratios and bytes to ``target`` as ``counting`` counts them."""
+    up, down = counting.per_round(run, "up").sum(), counting.per_round(run, "down").sum()
     d = dimension(run)
     fp32 = None if d is None else FP32 * d * len(run.records) * run.workers
     final = {}
@@ -147,9 +207,9 @@ def run_metrics(run: Run, link: Link | None = None, target: Target | None = None
         final_metrics=final,
         mb_up=float(up) / 1e6,
         mb_down=float(down) / 1e6,
-        ratio_up=None if fp32 is None else fp32 / up,
-        ratio_down=None if fp32 is None else fp32 / down,
+        ratio_up=None if fp32 is None or not up else fp32 / up,
+        ratio_down=None if fp32 is None or not down else fp32 / down,
         seconds=seconds,
         projected_s=None if projected is None else float(projected[-1]),
-        reached=None if target is None else first_reach(run, target, projected),
+        reached=None if target is None else first_reach(run, target, projected, counting),
     )

@@ -1,5 +1,6 @@
 """The report's figures (matplotlib, Agg): training loss and an evaluation metric against
-rounds, total bytes, measured wall-clock and projected wall-clock; and the time split."""
+rounds, bytes (as the report counts them), measured wall-clock and projected wall-clock;
+and the time split."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
-from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
 
-from psgd.report.metrics import Target, cumulative_bytes, projected_time  # noqa: E402
+from psgd.report.metrics import TOTAL, Counting, Target, cumulative_bytes, projected_time  # noqa: E402
 from psgd.report.runs import Run  # noqa: E402
 from psgd.runtime.link import Link  # noqa: E402
 
 COLORS = plt.get_cmap("tab10").colors
+BYTE_UNITS = ((1e9, "GB"), (1e6, "MB"), (1e3, "kB"), (1.0, "bytes"))
 
 
 def smooth(values: np.ndarray, window: int) -> np.ndarray:
@@ -45,17 +47,30 @@ def eval_metric(runs: list[Run], preferred: str = "test_accuracy") -> str | None
     return names[0] if names else None
 
 
-def _axes(x_label: str, metric: str | None, log_x: bool = False):
+def byte_unit(xs: list[np.ndarray]) -> tuple[float, str]:
+    """One unit for a log axis of byte counts: the largest not above the geometric middle of the
+    positive values, so the ticks stay near 1 (paper 2's d = 31 runs read in bytes or kB)."""
+    values = np.concatenate(xs)
+    values = values[np.isfinite(values) & (values > 0)]
+    if not len(values):
+        return BYTE_UNITS[-1]
+    middle = np.sqrt(values.min() * values.max())
+    return next((scale, name) for scale, name in BYTE_UNITS if middle >= scale or scale == 1.0)
+
+
+def _axes(x_label: str, metric: str | None, byte_scale: float | None = None):
+    """``byte_scale``: x is in bytes, drawn on a log axis with ticks in units of that many bytes."""
     fig, axes = plt.subplots(1, 2 if metric else 1, figsize=(12 if metric else 6.5, 4.6), squeeze=False, sharex=True)
     axes = axes[0]
     for ax in axes:
         ax.set_xlabel(x_label)
         ax.grid(True, which="major", alpha=0.35)
-        if log_x:
+        if byte_scale:
+            in_unit = FuncFormatter(lambda v, _: f"{v / byte_scale:g}")
             ax.set_xscale("log")
-            ax.xaxis.set_major_formatter(EngFormatter(unit="B"))
+            ax.xaxis.set_major_formatter(in_unit)
             ax.xaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
-            ax.xaxis.set_minor_formatter(EngFormatter(unit="B"))
+            ax.xaxis.set_minor_formatter(in_unit)
             ax.tick_params(axis="x", which="minor", labelsize=7)
     axes[0].set_ylabel("training loss (mean over workers)")
     return fig, axes
@@ -96,11 +111,11 @@ def curves(
     path: Path,
     title: str,
     target: Target | None = None,
-    log_x: bool = False,
+    byte_scale: float | None = None,
 ) -> None:
     """Loss (raw, faint; smoothed, solid) and the evaluation metric (markers) against xs."""
     metric = eval_metric(runs, target.metric if target else "test_accuracy")
-    fig, axes = _axes(x_label, metric, log_x)
+    fig, axes = _axes(x_label, metric, byte_scale)
     for i, (run, x) in enumerate(zip(runs, xs, strict=True)):
         color = COLORS[i % len(COLORS)]
         loss = run.column("loss")
@@ -140,21 +155,30 @@ def time_split(runs: list[Run], path: Path) -> None:
     plt.close(fig)
 
 
-def draw_all(runs: list[Run], out: Path, link: Link | None, link_spec: str, target: Target | None) -> list[str]:
-    """Writes every figure into ``out``; returns their file names."""
+def draw_all(
+    runs: list[Run],
+    out: Path,
+    link: Link | None,
+    link_spec: str,
+    target: Target | None,
+    counting: Counting = TOTAL,
+) -> list[str]:
+    """Writes every figure into ``out``; returns their file names. bytes.png counts as ``counting`` does."""
     made = []
 
-    def curve(name, xs, label, title, log_x=False):
-        curves(runs, xs, label, out / name, title, target, log_x)
+    def curve(name, xs, label, title, byte_scale=None):
+        curves(runs, xs, label, out / name, title, target, byte_scale)
         made.append(name)
 
     curve("rounds.png", [run.rounds for run in runs], "round", "against rounds")
+    sent = [cumulative_bytes(run, counting) for run in runs]
+    scale, unit = byte_unit(sent)
     curve(
         "bytes.png",
-        [cumulative_bytes(run) for run in runs],
-        "total bytes sent (up + down, all workers; log scale)",
+        sent,
+        f"{unit} {counting.sent} ({counting.content}, all workers; log scale)",
         "against communication",
-        log_x=True,
+        byte_scale=scale,
     )
     curve("wallclock.png", [run.column("time_s") for run in runs], "measured wall-clock (s)", "against wall-clock")
     if link:
