@@ -49,3 +49,12 @@ class AdaptiveRand(Compressor):
 
     def delta(self, d):
         return float(d)
+
+    def b1(self, d):
+        """<E C(x), x> = E||C(x)||^2 = sum_i |x_i|^3/||x||_1 >= ||x||^2/d (Chebyshev's sum inequality):
+        B1(1/d, 1) [D]."""
+        return 1 / d, 1.0
+
+    def b2(self, d):
+        """B2(1/d, 1) [D], as b1."""
+        return self.b1(d)

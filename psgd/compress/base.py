@@ -162,6 +162,33 @@ class Compressor(ABC):
         w = self.omega(d) if self.unbiased else None
         return 1 / (1 - w) if w is not None and w < 1 else None
 
+    def b1(self, d: int) -> tuple[float, float] | None:
+        """(alpha, beta) of B1: alpha||x||^2 <= E||C(x)||^2 <= beta <E C(x), x> (None when unknown).
+
+        By default from paper 1's equivalences (SPEC 1): U(zeta) => B1(1, zeta), B3(delta) => B1(1/(4 delta^2), 2).
+        """
+        zeta = self._zeta(d)
+        if zeta is not None:
+            return 1.0, zeta
+        delta = self.delta(d)
+        return None if delta is None else (1 / (4 * delta**2), 2.0)
+
+    def b2(self, d: int) -> tuple[float, float] | None:
+        """(gamma, beta) of B2: max(gamma||x||^2, E||C(x)||^2/beta) <= <E C(x), x> (None when unknown).
+
+        By default from paper 1's equivalences (SPEC 1): U(zeta) => B2(1, zeta), B3(delta) => B2(1/(2 delta), 2).
+        """
+        zeta = self._zeta(d)
+        if zeta is not None:
+            return 1.0, zeta
+        delta = self.delta(d)
+        return None if delta is None else (1 / (2 * delta), 2.0)
+
+    def _zeta(self, d: int) -> float | None:
+        """zeta = 1 + omega of U(zeta) for an unbiased C, else None."""
+        w = self.omega(d) if self.unbiased else None
+        return None if w is None else 1 + w
+
 
 def fp32_bytes(n: int) -> int:
     return 4 * n

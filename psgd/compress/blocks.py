@@ -103,6 +103,18 @@ class _Blockwise(Compressor):
         values = self._per_block(d, "delta")
         return None if None in values else max(values)
 
+    def b1(self, d):
+        """Sums over blocks: B1(min alpha_b, max beta_b)."""
+        return self._worst_pair(d, "b1")
+
+    def b2(self, d):
+        """Sums over blocks: B2(min gamma_b, max beta_b)."""
+        return self._worst_pair(d, "b2")
+
+    def _worst_pair(self, d: int, what: str) -> tuple[float, float] | None:
+        pairs = self._per_block(d, what)
+        return None if None in pairs else (min(p[0] for p in pairs), max(p[1] for p in pairs))
+
 
 @register
 @dataclass(frozen=True)

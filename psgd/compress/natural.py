@@ -4,7 +4,7 @@ For 2^a <= |x_i| < 2^(a+1): C_nat(x)_i = sign(x_i) 2^a with probability (2^(a+1)
 else sign(x_i) 2^(a+1); C(0) = 0. Unbiased, U(1/8) (worst at |x_i| = (4/3) 2^a); the exact
 per-coordinate variance is (2^(a+1) - |x_i|)(|x_i| - 2^a) [D].
 Natural rounding rounds |x_i| to the nearest power of two (up iff |x_i| >= 1.5 2^a):
-biased, B3(9/8) (P1's biased rounding with levels 2^k, delta = (b+1)^2/(4b) at b = 2).
+biased, B3(9/8) (P1's biased rounding with levels 2^k, delta = (b+1)^2/(4b) at b = 2), B1(4/9, 4/3), B2(2/3, 4/3).
 
 Wire: 9 bits per coordinate, the 8-bit binary32 exponent field (0 = zero) and a sign bit,
 the mantissa dropped [EF21 code "9/32 d"]: d exponent bytes then d packed sign bits,
@@ -116,7 +116,16 @@ class NaturalRound(_Natural):
     name = "natural_round"
     stochastic = False
     summary = "deterministic rounding to the nearest power of two, sign + 8-bit exponent"
-    klass = "B3(9/8)"
+    klass = "B1(4/9, 4/3), B2(2/3, 4/3), B3(9/8)"
 
     def delta(self, d):
         return 9 / 8
+
+    def b1(self, d):
+        """B1(4/9, 4/3) [D, SPEC 2.7/2.9]: per coordinate ||C||^2/<C, x> <= 2^(a+1)/(1.5 2^a) = 4/3 and
+        |C|/|x| >= 1/1.5 = 2/3, so ||C||^2 >= (4/9)||x||^2 (in the normal range, as delta)."""
+        return 4 / 9, 4 / 3
+
+    def b2(self, d):
+        """B2(2/3, 4/3) [D]: <C(x), x> >= (2/3)||x||^2 and ||C(x)||^2 <= (4/3)<C(x), x>."""
+        return 2 / 3, 4 / 3

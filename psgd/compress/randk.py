@@ -117,3 +117,11 @@ class RandK(Compressor):
     def delta(self, d):
         k = resolve_k(self.name, d, self.ratio, self.k)
         return super().delta(d) if self.scaled else d / k
+
+    def b1(self, d):
+        """Unscaled: E C(x) = (k/d)x and E||C(x)||^2 = (k/d)||x||^2, so B1(k/d, 1) [D]; scaled: U(d/k)'s B1(1, d/k)."""
+        return super().b1(d) if self.scaled else (resolve_k(self.name, d, self.ratio, self.k) / d, 1.0)
+
+    def b2(self, d):
+        """Unscaled: <E C(x), x> = E||C(x)||^2 = (k/d)||x||^2, so B2(k/d, 1) [D]; scaled: B2(1, d/k)."""
+        return super().b2(d) if self.scaled else self.b1(d)

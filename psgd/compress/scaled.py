@@ -57,3 +57,11 @@ class Scaled(Compressor):
 
     def delta(self, d):
         return self.zeta(d)
+
+    def b1(self, d):
+        """lambda C in B1(lambda^2, lambda zeta) for C in U(zeta) (paper 1, Thm 6): B1(1/zeta^2, 1) at 1/zeta."""
+        return 1 / self.zeta(d) ** 2, 1.0
+
+    def b2(self, d):
+        """lambda C in B2(lambda, lambda zeta): B2(1/zeta, 1) at lambda = 1/zeta."""
+        return 1 / self.zeta(d), 1.0

@@ -2,7 +2,7 @@
 
 Body: k fp32 values, then k indices at ceil(log2 d) bits each, packed: k(32 + IDX) bits.
 Indices are sent in ascending order, so the message does not depend on the device.
-Biased, deterministic; B3(d/k), contraction delta = k/d.
+Biased, deterministic; B1(k/d, 1), B2(k/d, 1), B3(d/k), contraction delta = k/d.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ class TopK(Compressor):
 
     name = "topk"
     summary = "k largest |x_i|: fp32 values + ceil(log2 d)-bit indices"
-    klass = "B3(d/k)"
+    klass = "B1(k/d, 1), B2(k/d, 1), B3(d/k)"
     wire_bits = "k(32 + IDX)"
 
     def __post_init__(self):
@@ -123,3 +123,11 @@ class TopK(Compressor):
 
     def delta(self, d):
         return d / resolve_k(self.name, d, self.ratio, self.k)
+
+    def b1(self, d):
+        """B1(k/d, 1) [S: P1 poster]: ||C(x)||^2 = <C(x), x> >= (k/d)||x||^2."""
+        return resolve_k(self.name, d, self.ratio, self.k) / d, 1.0
+
+    def b2(self, d):
+        """B2(k/d, 1) [S: P1 poster]."""
+        return self.b1(d)
