@@ -117,6 +117,8 @@ def from_dict(data: dict) -> RunConfig:
     hints = typing.get_type_hints(RunConfig)
     top = {k: _check_type(k, v, hints[k]) for k, v in data.items() if k not in ("task", "method")}
     cfg = RunConfig(task=task, method=method, **top)
+    if not 0 <= cfg.seed < 2**32:
+        raise ConfigError(f"seed must be in [0, 2^32), got {cfg.seed}")
     if cfg.rounds < 1:
         raise ConfigError(f"rounds must be >= 1, got {cfg.rounds}")
     if cfg.eval_every < 1:

@@ -10,6 +10,7 @@ import argparse
 import platform
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -280,7 +281,7 @@ def mpi_main(cfg, args) -> int:
             node = WorkerNode(cfg, rank, size - 1, device)
     except PsgdError as e:
         error = str(e)
-    except (OSError, RuntimeError) as e:
+    except (OSError, RuntimeError, ValueError) as e:
         error = f"{type(e).__name__}: {e}"
     message = setup_failure(comm, error)  # every rank agrees before any payload moves
     if message is not None:
@@ -298,7 +299,14 @@ def mpi_main(cfg, args) -> int:
                 transport.send(0, reply)
         return node.exit_status
     start = time.perf_counter()
-    result = node.run(transport, resume=resume, history=history)
+    try:
+        result = node.run(transport, resume=resume, history=history)
+    except PsgdError:
+        raise
+    except Exception as e:  # a bug, not bad input: its traceback, then stop every rank rather than leave them waiting
+        traceback.print_exc()
+        fail(f"internal error on the server: {type(e).__name__}: {e}; aborting all ranks")
+        comm.Abort(2)
     summary = summarize(cfg, node, result, size, "mpi", time.perf_counter() - start)
     folder.finish(summary)
     report(summary, folder.path)

@@ -20,6 +20,8 @@ from psgd.train import main
         (["--set", "task.name=imagenet"], "unknown task 'imagenet'"),
         (["--set", "task.split=weird"], "task.split"),
         (["--set", "device=tpu"], "device must be"),
+        (["--set", "seed=-1"], "seed must be in [0, 2^32)"),
+        (["--set", "seed=5000000000"], "seed must be in [0, 2^32)"),
         (["no/such/config.toml"], "config file not found"),
         (["--set", "novalue"], "--set expects key=value"),
     ],

@@ -84,8 +84,21 @@ def test_world_size_one_is_refused(tmp_path):
     assert "world size 1" in proc.stderr
 
 
-def test_corrupted_frame_under_mpi(tmp_path):
-    proc = launch(3, ["tests/mpi_fault.py", "--out", str(tmp_path / "x"), "--set", "rounds=10"], timeout=120)
+@pytest.mark.parametrize(
+    "fault, uplink",
+    [
+        ("truncate", "topk:ratio=0.05"),
+        ("dtype", "topk:ratio=0.05"),
+        ("info", "topk:ratio=0.05"),
+        ("kind", "topk:ratio=0.05"),
+        ("layers", "per_layer(topk:ratio=0.05)"),
+    ],
+)
+def test_corrupted_frame_under_mpi(fault, uplink, tmp_path, monkeypatch):
+    """Any damage to an uplink ends the job with one message naming rank and round: no hang."""
+    monkeypatch.setenv("PSGD_FAULT", fault)
+    args = ["--out", str(tmp_path / "x"), "--set", "rounds=10", "--set", f"method.uplink={uplink}"]
+    proc = launch(3, ["tests/mpi_fault.py", *args], timeout=120)
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.startswith("psgd: error")]
     assert len(errors) == 1 and "malformed frame from rank 2 in round 3" in errors[0], proc.stderr

@@ -26,8 +26,10 @@ def unpack(frame: Frame, codecs: list[Compressor], device: torch.device) -> tupl
     for part, codec in zip(frame.parts, codecs, strict=True):
         try:
             m = codec.from_bytes(part, device)
+            tensors.append(codec.decode(m))
         except FrameError as e:
             raise FrameError(f"{where}: {e}") from None
-        tensors.append(codec.decode(m))
+        except Exception as e:  # bytes that pass the header checks but break the codec: still the sender's fault
+            raise FrameError(f"{where}: {codec.spec}: {type(e).__name__}: {e}") from None
         body += m.body_len
     return tensors, body

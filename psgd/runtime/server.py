@@ -33,6 +33,15 @@ from psgd.wire import Frame, decode_frame, encode_frame
 from psgd.wire.frame import Kind
 
 
+def check_uplink(frame: Frame, w: int, t: int) -> None:
+    """An uplink is an UP frame whose info is [loss, compute s, encode s, decode s, bytes received]."""
+    if frame.kind != Kind.UP:
+        raise FrameError(f"malformed frame from rank {w} in round {t}: {frame.kind.name}, expected UP")
+    info = frame.info
+    if len(info) != 5 or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in info):
+        raise FrameError(f"malformed frame from rank {w} in round {t}: info {info!r:.80} is not 5 numbers")
+
+
 @dataclass
 class RunResult:
     rounds: list[dict] = field(default_factory=list)
@@ -118,6 +127,7 @@ class ServerNode:
             t0 = time.perf_counter()
             ups, infos = [], []
             for w, data, frame in frames:
+                check_uplink(frame, w, t)
                 tensors, body = unpack(frame, self.method.uplink_codecs(t), self.device)
                 self.ledger.received(w, len(data), len(data) - body)
                 if frame.info[4] != len(down):
