@@ -5,6 +5,9 @@ with identity). With identity both ways this is plain uncompressed (fp32) parall
 Every node applies the same decoded direction with the same SGD step, so all replicas of
 x stay equal.
 
+``lr = "theory"`` follows paper 1's CGD table (single node): ``theory_class`` = U, B1, B2 or B3
+names the class whose theorem sets the step, "best" (default) the class with the fastest rate.
+
 ``perturbation = r`` adds xi_i ~ N(0, (r^2/d) I) (E||xi_i||^2 = r^2) to each worker's
 gradient before compression: the perturbed compressed SGD of Avdiukhin & Yaroslavtsev
 (2021) for escaping saddle points, with RandomK (``randk``) as their compressor. Where the
