@@ -41,10 +41,10 @@ class CountingTransport(LocalTransport):
         return data
 
 
-def run(cfg, n, corrupt=None):
+def run(cfg, n, corrupt=None, checkpoint_path=None):
     workers = {r: WorkerNode(cfg, r, n, CPU) for r in range(1, n + 1)}
     transport = CountingTransport(workers, corrupt)
-    server = ServerNode(cfg, n, CPU)
+    server = ServerNode(cfg, n, CPU, checkpoint_path=checkpoint_path)
     return server, workers, transport, server.run(transport)
 
 
@@ -58,6 +58,25 @@ def test_ledger_totals_equal_what_the_transport_moved():
     for i in range(3):
         rounds_down = sum(r["bytes_down"][i] for r in result.rounds)
         assert result.summary["bytes_down"][i] == rounds_down + len(bye)
+
+
+def test_mpi_bytes_are_everything_that_crossed_checkpoints_and_evaluation_included(tmp_path):
+    """LIEC between syncs fetches the workers' models to evaluate their average; checkpoints
+    fetch their states: neither is training traffic, all of it crossed the wire."""
+    method = ["method.name=liec", "method.uplink=scaled_sign", "method.downlink=scaled_sign", "method.period=5"]
+    cfg = small(*method, "checkpoint_every=4", "eval_every=3")
+    server, workers, transport, result = run(cfg, 2, checkpoint_path=tmp_path / "c.psgd")
+    s = result.summary
+    assert s["mpi_bytes_up"] == [transport.up[w] for w in (1, 2)]
+    assert s["mpi_bytes_down"] == [transport.down[w] for w in (1, 2)]
+    for key in ("checkpoint_bytes_up", "eval_bytes_up", "checkpoint_bytes_down", "eval_bytes_down"):
+        assert min(s[key]) > 0, key
+    for i in (0, 1):
+        parts = ("bytes_up", "checkpoint_bytes_up", "eval_bytes_up")
+        assert s["mpi_bytes_up"][i] == sum(s[k][i] for k in parts)
+        assert s["bytes_up"][i] > sum(r["bytes_up"][i] for r in result.rounds)  # + the shut-down LEDGER frame
+    for w in (1, 2):  # the workers' own counts of the side traffic agree (checked at shut-down too)
+        assert workers[w].side_sent == s["checkpoint_bytes_up"][w - 1] + s["eval_bytes_up"][w - 1]
 
 
 def test_round_bytes_match_the_compressors_formulas():

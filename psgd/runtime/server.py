@@ -245,14 +245,25 @@ class ServerNode:
         for w, data, frame in frames:
             if frame.kind != Kind.LEDGER:
                 raise PsgdError(f"worker {w} answered BYE with {frame.kind.name}")
-            sent, received, device = frame.info
+            if len(frame.info) != 5 or not all(isinstance(v, bytes) and len(v) == 8 for v in frame.info[3:]):
+                raise FrameError(f"malformed frame from rank {w} in shut-down: LEDGER info {frame.info!r:.80}")
+            sent, received, device, side_sent, side_received = frame.info
+            side_sent, side_received = int.from_bytes(side_sent, "big"), int.from_bytes(side_received, "big")
             up, down = self.ledger.up.total[w - 1], self.ledger.down.total[w - 1]
             if sent != up or received != down:
                 mismatch.append(f"worker {w}: sent {sent} (server got {up}), received {received} (server sent {down})")
+            side_up = self.checkpoint_bytes.up.total[w - 1] + self.eval_bytes.up.total[w - 1]
+            side_down = self.checkpoint_bytes.down.total[w - 1] + self.eval_bytes.down.total[w - 1]
+            if side_sent != side_up or side_received != side_down:
+                mismatch.append(
+                    f"worker {w}: checkpoint and evaluation frames: sent {side_sent} (server got {side_up}), "
+                    f"received {side_received} (server sent {side_down})"
+                )
             self.ledger.received(w, len(data), len(data))
             self.worker_devices.append(device)
         if mismatch and status == 0:
             raise PsgdError("byte ledger mismatch between worker and server: " + "; ".join(mismatch))
+        ledgers = (self.ledger, self.checkpoint_bytes, self.eval_bytes)  # all that crossed MPI
         return {
             "bytes_up": list(self.ledger.up.total),
             "bytes_down": list(self.ledger.down.total),
@@ -262,4 +273,6 @@ class ServerNode:
             "checkpoint_bytes_down": list(self.checkpoint_bytes.down.total),
             "eval_bytes_up": list(self.eval_bytes.up.total),
             "eval_bytes_down": list(self.eval_bytes.down.total),
+            "mpi_bytes_up": [sum(x) for x in zip(*(g.up.total for g in ledgers), strict=True)],
+            "mpi_bytes_down": [sum(x) for x in zip(*(g.down.total for g in ledgers), strict=True)],
         }

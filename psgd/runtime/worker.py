@@ -39,7 +39,8 @@ class WorkerNode:
         self.oracle = task.oracle(rank, device)
         self.state = None
         self.round = 0
-        self.sent = self.received = 0
+        self.sent = self.received = 0  # training traffic (the ledger's), restored on resume
+        self.side_sent = self.side_received = 0  # checkpoint and evaluation frames of this session
         self.done = False
         self.exit_status = 0
 
@@ -51,9 +52,13 @@ class WorkerNode:
             frame = decode_frame(data, sender=0, round=None)
             if frame.kind in (Kind.SNAPSHOT, Kind.RESTORE, Kind.EVAL):  # not training traffic: outside the ledger
                 self.received -= len(data)
+                self.side_received += len(data)
                 if frame.kind == Kind.EVAL:
-                    return self.model(frame)
-                return self.snapshot(frame) if frame.kind == Kind.SNAPSHOT else self.restore(frame)
+                    side = self.model(frame)
+                else:
+                    side = self.snapshot(frame) if frame.kind == Kind.SNAPSHOT else self.restore(frame)
+                self.side_sent += len(side) if side is not None else 0
+                return side
             reply = self._handle(frame, len(data))
         except Exception as e:  # the server reports it: one message, orderly shut-down
             reply, _ = pack(Kind.ERROR, self.round, self.rank, [f"{type(e).__name__}: {e}"[:500]])
@@ -88,7 +93,11 @@ class WorkerNode:
         if frame.kind == Kind.BYE:
             self.done = True
             self.exit_status = int(frame.info[0]) if frame.info else 2
-            reply, _ = pack(Kind.LEDGER, frame.round, self.rank, [self.sent, self.received, str(self.device)])
+            # side counts in fixed width: this frame is training traffic, and its length must not
+            # depend on how many checkpoints this session took (a resumed run repeats the bytes exactly)
+            side = [n.to_bytes(8, "big") for n in (self.side_sent, self.side_received)]
+            counts = [self.sent, self.received, str(self.device), *side]
+            reply, _ = pack(Kind.LEDGER, frame.round, self.rank, counts)
             return reply
         if frame.kind != Kind.DOWN or frame.round != self.round:
             raise ValueError(f"expected the downlink of round {self.round}, got {frame.kind.name} round {frame.round}")
