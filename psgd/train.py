@@ -32,7 +32,7 @@ config keys (any of them with --set key=value; values are TOML, bare words are s
   task.name = {tasks}; task.batch_size, task.split = iid|label_skew, and the task's own keys
   method.name = {methods}; method.uplink, method.downlink (compressor specs such as
       topk:ratio=0.01, scaled_sign, identity; see python -m psgd.compress),
-      method.lr, method.momentum, method.nesterov, method.weight_decay,
+      method.lr, method.momentum, method.nesterov, method.weight_decay, method.decay_norm_and_bias,
       method.lr_milestones, method.lr_gamma, method.lr_warmup (rounds), method.lr_warmup_start,
       and the method's own keys
 exit status: 0 done, 2 bad input (config, CLI, data path, payload).

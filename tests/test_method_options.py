@@ -1,8 +1,14 @@
 """The step-size schedule every method shares: milestones, linear warm-up, and their checks."""
 
 import pytest
+import torch
 
+from psgd import config
+from psgd.errors import ConfigError
+from psgd.methods import build
+from psgd.methods.optim import SGDStep
 from psgd.methods.options import MethodOptions
+from psgd.tasks import task_class
 
 
 def test_milestones_multiply_by_gamma():
@@ -32,3 +38,34 @@ def test_warm_up_rises_linearly_from_its_start_to_lr():
 def test_bad_schedules_are_refused(options, message):
     with pytest.raises(ValueError, match=message):
         MethodOptions(**{"lr": 1.0, **options})
+
+
+def test_biases_and_norm_scales_can_be_exempt_from_weight_decay():
+    """decay_norm_and_bias = false: weight decay only on tensors of >= 2 dimensions (Sahu et al.'s setting)."""
+
+    cfg = config.from_dict(
+        {
+            "task": {"name": "digits_mlp", "hidden": 64},
+            "method": {"name": "sgd", "weight_decay": 0.5, "decay_norm_and_bias": False},
+        }
+    )
+    task = task_class("digits_mlp")(cfg.task, 0, 2)
+    method = build(cfg.method, task)
+    mask = method.decay_mask
+    assert mask.tolist() == [1.0] * 4096 + [0.0] * 64 + [1.0] * 640 + [0.0] * 10  # W1, b1, W2, b2
+    x, g = torch.ones(4810), torch.zeros(4810)
+    d = SGDStep(method.options, mask).direction(x, g)
+    assert torch.equal(d, 0.5 * mask)
+    assert (
+        build(
+            config.from_dict({**cfg.to_dict(), "method": {"name": "sgd", "weight_decay": 0.5}}).method, task
+        ).decay_mask
+        is None
+    )
+
+
+def test_a_task_without_layers_cannot_exempt_them():
+
+    cfg = config.from_dict({"task": {"name": "synthetic"}, "method": {"name": "sgd", "decay_norm_and_bias": False}})
+    with pytest.raises(ConfigError, match="no layers to exempt"):
+        build(cfg.method, task_class("synthetic")(cfg.task, 0, 2))

@@ -53,6 +53,7 @@ class Method(ABC):
         is validated before any task exists; checks that need the task are skipped then."""
         self.options = options
         self.constants = constants
+        self.decay_mask: torch.Tensor | None = None  # set by build() from the task (decay_norm_and_bias = false)
         self.uplink: Compressor = make(options.uplink)
         self.downlink: Compressor = make(options.downlink)
         self.check()

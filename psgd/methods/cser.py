@@ -77,7 +77,7 @@ class CSER(Method):
     def worker_init(self, init, ctx):
         x = init[0].clone()
         zeros = torch.zeros_like
-        return WorkerState(x, SGDStep(self.options), zeros(x), zeros(x), zeros(x))
+        return WorkerState(x, SGDStep(self.options, self.decay_mask), zeros(x), zeros(x), zeros(x))
 
     def local_models(self, round: int) -> bool:
         """x_i = server x + e_i: equal only after a reset with the identity (all e_i = 0)."""

@@ -1,6 +1,7 @@
 """The SGD step every node applies to the same direction, so replicas of x stay identical.
 
 x <- x - lr * (m or d), with d = direction + wd * x and m = momentum * m + d
+(wd * mask * x when biases and norm scales are exempt from weight decay)
 (torch.optim.SGD's rule, heavy-ball or Nesterov). Each node keeps its own buffer;
 fed the same directions, all buffers are equal.
 """
@@ -13,8 +14,10 @@ from psgd.methods.options import MethodOptions
 
 
 class SGDStep:
-    def __init__(self, options: MethodOptions) -> None:
+    def __init__(self, options: MethodOptions, decay_mask: torch.Tensor | None = None) -> None:
+        """``decay_mask``: 1 where weight decay applies, 0 elsewhere (None: everywhere)."""
         self.options = options
+        self.decay_mask = decay_mask
         self.buf: torch.Tensor | None = None
 
     def step(self, x: torch.Tensor, direction: torch.Tensor, lr: float) -> None:
@@ -26,7 +29,12 @@ class SGDStep:
         o = self.options
         d = direction
         if o.weight_decay:
-            d = d + o.weight_decay * x
+            if self.decay_mask is None:
+                d = d + o.weight_decay * x
+            else:
+                if self.decay_mask.device != x.device or self.decay_mask.dtype != x.dtype:
+                    self.decay_mask = self.decay_mask.to(x.device, x.dtype)
+                d = d + o.weight_decay * (x * self.decay_mask)
         if o.momentum:
             if self.buf is None:
                 self.buf = d.clone()

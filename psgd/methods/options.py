@@ -16,6 +16,7 @@ class MethodOptions:
     momentum: float = 0.0
     nesterov: bool = False
     weight_decay: float = 0.0
+    decay_norm_and_bias: bool = True  # false: no weight decay on 1-D tensors (biases, norm scales), as Goyal et al.
     lr_milestones: list[int] = field(default_factory=list)  # rounds at which lr *= lr_gamma
     lr_gamma: float = 0.1
     lr_warmup: int = 0  # rounds of linear warm-up from lr_warmup_start to lr (Goyal et al.; Sahu et al. use 5 epochs)

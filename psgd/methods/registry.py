@@ -30,6 +30,10 @@ def build(options, task=None, constants: Constants | None = None) -> Method:
         sizes = task.layer_sizes() if task is not None else None
         if sizes and len(sizes) > 1:
             method.use_layers(sizes)
+        if task is not None and not options.decay_norm_and_bias:
+            method.decay_mask = task.decay_mask()
+            if method.decay_mask is None:
+                raise ConfigError(f"method.decay_norm_and_bias = false: task {task.name!r} has no layers to exempt")
         return method
     except ConfigError:
         raise

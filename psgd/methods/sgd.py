@@ -133,10 +133,10 @@ class SGD(Method):
         return lr_L / L, f"paper 1, CGD with C in {want}({params}): lr = {lr}, rho = {rho}, L = {L:g}"
 
     def server_init(self, x0, ctx):
-        return Replica(x0.clone(), SGDStep(self.options)), [self.init_codecs()[0].encode(x0)]
+        return Replica(x0.clone(), SGDStep(self.options, self.decay_mask)), [self.init_codecs()[0].encode(x0)]
 
     def worker_init(self, init, ctx):
-        return Replica(init[0].clone(), SGDStep(self.options))
+        return Replica(init[0].clone(), SGDStep(self.options, self.decay_mask))
 
     def step_lr(self, round: int) -> float:
         return self.options.lr_at(round)

@@ -68,6 +68,11 @@ class Task(ABC):
         split there, as the papers' code does); None: no layers, one flat block."""
         return None
 
+    def decay_mask(self) -> torch.Tensor | None:
+        """1.0 on the coordinates of tensors with two or more dimensions (weights), 0.0 on 1-D
+        ones (biases, norm scales and shifts), in flat order; None: no layers."""
+        return None
+
     def constants(self) -> dict | None:
         """What the theorems need, when the task knows it: {"L", "mu", "L_i"} (None: unknown)."""
         return None

@@ -20,7 +20,7 @@ from psgd.seeding import generator
 from psgd.tasks.base import Task, TaskOptions, WorkerOracle
 from psgd.tasks.cifar_data import ImageData, load_cifar, synthetic_images
 from psgd.tasks.data import shard_indices
-from psgd.tasks.flat import FlatModule
+from psgd.tasks.flat import FlatModule, weight_mask
 from psgd.tasks.models import MODELS, NORMS, build_model
 from psgd.tasks.registry import register
 
@@ -118,6 +118,9 @@ class Cifar(Task):
 
     def layer_sizes(self) -> list[int]:
         return list(self._sizes)
+
+    def decay_mask(self) -> torch.Tensor:
+        return weight_mask(self.build())
 
     def build(self) -> nn.Module:
         return build_model(self.options.model, self.data.classes, self.options.width, self.options.norm)

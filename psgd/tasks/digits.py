@@ -11,7 +11,7 @@ from torch.nn import functional as F
 from psgd.seeding import generator
 from psgd.tasks.base import Task, TaskOptions, WorkerOracle
 from psgd.tasks.data import load_digits_split, shard_indices
-from psgd.tasks.flat import FlatModule
+from psgd.tasks.flat import FlatModule, weight_mask
 from psgd.tasks.registry import register
 
 
@@ -67,6 +67,9 @@ class DigitsTask(Task):
 
     def layer_sizes(self) -> list[int]:
         return list(self._eval.sizes)
+
+    def decay_mask(self) -> torch.Tensor:
+        return weight_mask(self._eval.module)
 
     def build(self) -> nn.Module:
         raise NotImplementedError

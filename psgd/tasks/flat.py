@@ -10,6 +10,12 @@ import torch
 from torch import nn
 
 
+def weight_mask(module: nn.Module) -> torch.Tensor:
+    """1.0 on the flat coordinates of tensors with >= 2 dimensions, 0.0 on 1-D ones (FlatModule's order)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    return torch.cat([torch.full((p.numel(),), float(p.dim() > 1)) for p in params])
+
+
 class FlatModule:
     def __init__(self, module: nn.Module, device: torch.device | str = "cpu") -> None:
         self.module = module.to(device)
