@@ -5,12 +5,11 @@ Every mistake becomes one ConfigError that names the key."""
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 import typing
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-
-import tomllib
 
 from psgd.errors import ConfigError
 from psgd.methods import MethodOptions, build, method_class

@@ -5,11 +5,11 @@ both are fine. Anything else that is not a run folder is one ConfigError."""
 from __future__ import annotations
 
 import json
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import tomllib
 
 from psgd.errors import ConfigError
 
