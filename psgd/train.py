@@ -266,7 +266,7 @@ def mpi_main(cfg, args) -> int:
         return fail(message) if rank == 0 else 2
     error, folder = None, None
     try:
-        device = devices.pick(cfg.device, rank)
+        device = devices.pick(cfg.device, devices.local_slot(comm))
         if rank == 0:
             folder, resume, history = open_run(cfg, args.out, args.resume)
             node = ServerNode(

@@ -29,7 +29,7 @@ def run_in_process(
 
 
 def _run(cfg, n, log, progress, checkpoint_path, resume, history):
-    workers = {r: WorkerNode(cfg, r, n, devices.pick(cfg.device, r)) for r in range(1, n + 1)}
+    workers = {r: WorkerNode(cfg, r, n, devices.pick(cfg.device, r - 1)) for r in range(1, n + 1)}
     server = ServerNode(
         cfg, n, devices.pick(cfg.device, 0), log=log, progress=progress, checkpoint_path=checkpoint_path
     )
