@@ -4,6 +4,7 @@ Every mistake becomes one ConfigError that names the key."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import tomllib
 import typing
@@ -150,7 +151,26 @@ def load(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
         raise ConfigError(f"{source}: invalid TOML: {e}") from None
     if path is not None:
         data.setdefault("name", Path(path).stem)
-    return from_dict(apply_overrides(data, list(overrides)))
+        return from_dict(apply_overrides(data, list(overrides)))
+    return from_dict(_retarget(data, apply_overrides(copy.deepcopy(data), list(overrides)), overrides))
+
+
+def _retarget(default: dict, data: dict, overrides: list[str]) -> dict:
+    """``--set task.name=...`` (or method.name) on the embedded default: the default's keys
+    that the new task or method does not have are dropped, not reported as the user's."""
+    given = {item.partition("=")[0].strip() for item in overrides}
+    for section, lookup in (("task", task_class), ("method", method_class)):
+        name = data.get(section, {}).get("name")
+        if name == default[section]["name"]:
+            continue
+        try:
+            known = {f.name for f in dataclasses.fields(lookup(name).Options)}
+        except (ValueError, TypeError):
+            continue  # an unknown name: from_dict says so
+        for key in default[section]:
+            if key not in known and f"{section}.{key}" not in given:
+                del data[section][key]
+    return data
 
 
 def _toml_value(v) -> str:

@@ -69,3 +69,13 @@ def test_help_documents_keys(capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert "--set" in out and "method.uplink" in out and "--simulate" in out
+
+
+def test_another_task_on_the_embedded_default_drops_the_defaults_own_keys(tmp_path, capsys):
+    """The default's task.hidden belongs to digits_mlp: naming another task drops it, while a
+    key the user gives is still checked."""
+    common = ["--simulate", "2", "--quiet", "--set", "rounds=2", "--set", "task.name=digits_logreg"]
+    assert main([*common, "--out", str(tmp_path / "a")]) == 0
+    assert "hidden" not in (tmp_path / "a" / "config.toml").read_text()
+    assert main([*common, "--set", "task.hidden=3", "--out", str(tmp_path / "b")]) == 2
+    assert "unknown key task.hidden" in capsys.readouterr().err
