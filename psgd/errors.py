@@ -11,3 +11,7 @@ class ConfigError(PsgdError, ValueError):
 
 class FrameError(PsgdError, ValueError):
     """Bytes received from the wire are not a valid psgd frame or message."""
+
+
+class NonFiniteError(PsgdError, ValueError):
+    """A tensor to encode holds NaN or Inf: the run diverged, or its input is broken."""

@@ -79,3 +79,12 @@ def test_another_task_on_the_embedded_default_drops_the_defaults_own_keys(tmp_pa
     assert "hidden" not in (tmp_path / "a" / "config.toml").read_text()
     assert main([*common, "--set", "task.hidden=3", "--out", str(tmp_path / "b")]) == 2
     assert "unknown key task.hidden" in capsys.readouterr().err
+
+
+def test_a_diverging_run_says_so_and_keeps_its_rounds(tmp_path, capsys):
+    args = ["--simulate", "2", "--quiet", "--set", "rounds=300", "--set", "task.name=synthetic"]
+    out = tmp_path / "run"
+    assert main([*args, "--set", "method.lr=50", "--set", "method.momentum=0", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "diverged in round" in err[0] and "smaller method.lr" in err[0]
+    assert len((out / "rounds.jsonl").read_text().splitlines()) > 5  # the rounds before it stay for a report

@@ -15,7 +15,7 @@ from typing import ClassVar
 import msgpack
 import torch
 
-from psgd.errors import FrameError
+from psgd.errors import FrameError, NonFiniteError
 
 DTYPES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
 DTYPE_OF_CODE = {v: k for k, v in DTYPES.items()}
@@ -60,7 +60,7 @@ def check_input(x: torch.Tensor) -> None:
         raise ValueError("x: empty tensor")
     # a finite sum proves every entry finite in one read; overflowing sums take the exact check
     if not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
-        raise ValueError("x: contains NaN or Inf")
+        raise NonFiniteError("x: contains NaN or Inf")
 
 
 class Compressor(ABC):

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from psgd.config import RunConfig
-from psgd.errors import FrameError, PsgdError
+from psgd.errors import FrameError, NonFiniteError, PsgdError
 from psgd.methods import Context, build
 from psgd.runtime import checkpoint
 from psgd.runtime.frames import pack, unpack
@@ -139,7 +139,10 @@ class ServerNode:
                 infos.append(frame.info)
             decode_s = time.perf_counter() - t0
             t0 = time.perf_counter()
-            messages = self.method.server_step(self.state, ups, self.ctx(t))
+            try:
+                messages = self.method.server_step(self.state, ups, self.ctx(t))
+            except NonFiniteError as e:
+                raise NonFiniteError(f"diverged in round {t} on the server: {e}; try a smaller method.lr") from None
             down, header = pack(Kind.DOWN, t + 1, 0, [], messages)
             server_s = time.perf_counter() - t0
             record = {

@@ -8,6 +8,7 @@ import time
 import torch
 
 from psgd.config import RunConfig
+from psgd.errors import NonFiniteError
 from psgd.methods import Context, build
 from psgd.runtime import checkpoint
 from psgd.runtime.frames import pack, unpack
@@ -60,6 +61,9 @@ class WorkerNode:
                 self.side_sent += len(side) if side is not None else 0
                 return side
             reply = self._handle(frame, len(data))
+        except NonFiniteError as e:
+            text = f"diverged: {e}; try a smaller method.lr"
+            reply, _ = pack(Kind.ERROR, self.round, self.rank, [text[:500]])
         except Exception as e:  # the server reports it: one message, orderly shut-down
             reply, _ = pack(Kind.ERROR, self.round, self.rank, [f"{type(e).__name__}: {e}"[:500]])
         self.sent = sent + len(reply)
