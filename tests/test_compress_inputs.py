@@ -8,6 +8,7 @@ import torch
 from compress_specs import SPECS, resolve
 
 from psgd.compress import available, make, with_layers
+from psgd.errors import NonFiniteError
 
 
 @pytest.mark.parametrize("spec", SPECS)
@@ -25,6 +26,17 @@ from psgd.compress import available, make, with_layers
 def test_bad_vectors(spec, x, why):
     with pytest.raises(ValueError, match=why):
         make(resolve(spec, 4)).encode(x)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_non_finite_input_is_a_non_finite_error(spec, bad, dtype):
+    """The runtime turns NonFiniteError into "diverged in round t"; it is still a ValueError."""
+    x = torch.ones(9, dtype=dtype)
+    x[4] = bad
+    with pytest.raises(NonFiniteError, match="x: contains NaN or Inf"):
+        make(resolve(spec, 9)).encode(x)
 
 
 @pytest.mark.parametrize(
