@@ -8,6 +8,7 @@ import torch
 
 from psgd.compress import make
 from psgd.compress.spherical import cap_probability, rice_parameter
+from psgd.errors import NonFiniteError
 
 
 def tileable(spec: str) -> bool:
@@ -252,8 +253,15 @@ def test_natural_subnormals_and_overflow():
     s = draws("natural", tiny, 4000)
     assert bool(((s.abs() == 0) | (s.abs() == 2.0**-126)).all())
     assert torch.allclose(s.double().mean(0), tiny.double(), atol=5 * 2.0**-126 / math.sqrt(4000))
-    with pytest.raises(ValueError, match="2\\^127"):
-        c.encode(torch.tensor([3e38]), torch.Generator().manual_seed(0))
+    for seed in range(8):  # refused whatever the draw: random rounding may go up from any |x_i| > 2^127
+        with pytest.raises(NonFiniteError, match="could round to 2\\^128, beyond fp32"):
+            c.encode(torch.tensor([2.0**127 * (1 + 2**-23)]), torch.Generator().manual_seed(seed))
+    assert torch.equal(c.decode(c.encode(torch.tensor([2.0**127]))), torch.tensor([2.0**127]))
+    with pytest.raises(NonFiniteError, match="could round to 2\\^16, beyond float16"):
+        c.encode(torch.tensor([40000.0], dtype=torch.float16))
+    assert make("natural_round").encode(torch.tensor([49000.0], dtype=torch.float16)).body_len == 2  # rounds down
+    with pytest.raises(NonFiniteError, match="2\\^16"):
+        make("natural_round").encode(torch.tensor([49152.0], dtype=torch.float16))  # 1.5 2^15 rounds up
 
 
 @pytest.mark.parametrize("spec, zeta", [("topk_natural:k=6", 9 / 8), ("topk_dither:k=6,s=3", None)])

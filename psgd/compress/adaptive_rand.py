@@ -15,7 +15,7 @@ from psgd.compress.base import Compressor, Message
 from psgd.compress.randomness import uniform
 from psgd.compress.registry import register
 from psgd.compress.sparse import scatter_sparse
-from psgd.compress.topk import index_bits, pack_sparse, sparse_body_bytes, validate_indices
+from psgd.compress.topk import index_bits, pack_sparse, sparse_body_bytes, validate_sparse
 
 
 @register
@@ -42,7 +42,7 @@ class AdaptiveRand(Compressor):
         return sparse_body_bytes(1, d)
 
     def _validate(self, m: Message) -> None:
-        validate_indices(self.name, m.body, 1, m.d)
+        validate_sparse(self.name, m.body, 1, m.d)
 
     def bits(self, d):
         return 32 + index_bits(d)

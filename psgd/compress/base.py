@@ -3,6 +3,10 @@
 A message is ``msgpack([codec, d, dtype, *meta]) + body``: a header of a few bytes
 (at most 32) and a packed body whose length is the papers' bit count rounded up to
 whole bytes. The body stays on the encoding device until ``to_bytes``.
+
+Finite in, finite out: encode refuses NaN/Inf input, and a finite x whose scales or values
+would overflow the wire's fp32 or the dtype x decodes to (both NonFiniteError: the run
+diverged); from_bytes refuses a payload that holds a non-finite value (FrameError).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from psgd.errors import FrameError, NonFiniteError
 DTYPES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
 DTYPE_OF_CODE = {v: k for k, v in DTYPES.items()}
 MAX_MESSAGE_HEADER = 32
+FP32_MAX = torch.finfo(torch.float32).max
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,6 +66,29 @@ def check_input(x: torch.Tensor) -> None:
     # a finite sum proves every entry finite in one read; overflowing sums take the exact check
     if not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
         raise NonFiniteError("x: contains NaN or Inf")
+
+
+def largest(dtype: torch.dtype) -> float:
+    """The largest magnitude a message may carry: fp32 on the wire, and the dtype it decodes to, hold it."""
+    return min(FP32_MAX, torch.finfo(dtype).max)
+
+
+def check_fits(what: str, value: float, dtype: torch.dtype) -> None:
+    """Refuse to encode a scale or value (computed in float64) that would overflow the wire's
+    fp32 or the decoded dtype: a finite x that big means the run diverged (NonFiniteError)."""
+    if not value <= largest(dtype):
+        raise NonFiniteError(f"x: {what} = {value:.4g} overflows {narrowest(dtype)}")
+
+
+def narrowest(dtype: torch.dtype) -> str:
+    """The format that bounds ``largest(dtype)``: fp32 (the wire) or the decoded dtype."""
+    return "fp32" if largest(dtype) == FP32_MAX else str(dtype).removeprefix("torch.")
+
+
+def require_finite(name: str, values: torch.Tensor, what: str) -> None:
+    """FrameError unless every received value is finite: one float64 sum decides (it cannot overflow)."""
+    if values.numel() and not bool(torch.isfinite(values.sum(dtype=torch.float64))):
+        raise FrameError(f"{name}: non-finite {what}")
 
 
 class Compressor(ABC):

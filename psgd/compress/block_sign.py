@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from psgd.compress.base import Compressor, Message, packed_bytes
+from psgd.compress.base import Compressor, Message, check_fits, packed_bytes, require_finite
 from psgd.compress.layout import FIVE_MIB, blocks, check_bucket
 from psgd.compress.registry import register
 from psgd.wire import unpack_bits
@@ -36,10 +36,21 @@ class BlockSign(Compressor):
 
     def _encode(self, x, generator):
         sizes = blocks(self.name, x.numel(), self.bucket, self.layers)
-        work = torch.float64 if x.dtype == torch.float64 else torch.float32
-        l1 = torch.stack([torch.linalg.vector_norm(b, 1, dtype=work) for b in x.split(sizes)])  # a loop over blocks
-        scales = l1 / torch.tensor(sizes, dtype=work, device=x.device)
+        scales = self._scales(x, sizes, torch.float64 if x.dtype == torch.float64 else torch.float32)
+        if not bool(torch.isfinite(scales).all()):  # an fp32 sum overflowed: ||x_b||_1/d_b <= max |x_i| fits
+            scales = self._scales(x, sizes, torch.float64)
+        if x.dtype == torch.float64:
+            check_fits("||x_b||_1/d_b", float(scales.max()), x.dtype)
         return (), torch.cat([scales.to(torch.float32).view(torch.uint8), pack_nonnegative(x)])
+
+    @staticmethod
+    def _scales(x: torch.Tensor, sizes: list[int], work: torch.dtype) -> torch.Tensor:
+        l1 = torch.stack([torch.linalg.vector_norm(b, 1, dtype=work) for b in x.split(sizes)])  # a loop over blocks
+        return l1 / torch.tensor(sizes, dtype=work, device=x.device)
+
+    def _validate(self, m: Message) -> None:
+        nb = len(blocks(self.name, m.d, self.bucket, self.layers))
+        require_finite(self.name, m.body[: 4 * nb].view(torch.float32), "scale")
 
     def _decode(self, m: Message) -> torch.Tensor:
         sizes = blocks(self.name, m.d, self.bucket, self.layers)

@@ -4,7 +4,8 @@ C(x)_i = round_to_nearest_even(x_i) in the narrow format; decode widens back. De
 and biased. For values in the format's normal range the relative error per coordinate is at
 most the unit roundoff u (2^-11 for fp16, 2^-8 for bf16), so ||C(x) - x||^2 <= u^2 ||x||^2:
 B3(1/(1 - u^2)) [D]. Values that underflow to subnormals lose that bound (documented, not
-refused); a value beyond the largest finite fp16 (65504) is refused, as it would become Inf.
+refused); a value beyond the format's largest finite value (65504 for fp16) is refused (NonFiniteError),
+as it would become Inf.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from typing import ClassVar
 
 import torch
 
-from psgd.compress.base import Compressor, Message
+from psgd.compress.base import Compressor, Message, require_finite
 from psgd.compress.registry import register
+from psgd.errors import NonFiniteError
 
 
 class _Cast(Compressor):
@@ -26,11 +28,14 @@ class _Cast(Compressor):
     def _encode(self, x, generator):
         finfo = torch.finfo(self.target)
         if x.dtype != self.target and float(x.abs().max()) > finfo.max:
-            raise ValueError(f"x: |x_i| exceeds the largest finite {self.name} value {finfo.max:g}")
+            raise NonFiniteError(f"x: |x_i| exceeds the largest finite {self.name} value {finfo.max:g}")
         return (), x.to(self.target).contiguous().view(torch.uint8).reshape(-1)
 
     def _decode(self, m: Message) -> torch.Tensor:
         return m.body.view(self.target).to(m.dtype)
+
+    def _validate(self, m: Message) -> None:
+        require_finite(self.name, m.body.view(self.target), "value")
 
     def body_bytes(self, d, meta):
         return 2 * d

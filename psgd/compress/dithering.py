@@ -16,7 +16,8 @@ ceil(log2(s+1)) bits (zero keeps its sign bit): 32 + d(1 + ceil(log2(s+1))) bits
 nonzero coordinates Elias-gamma gaps between positions, sign bits and Elias-gamma levels,
 written split (psgd.wire.codes); the exact length rides in the header.
 The norm is rounded up to fp32 before the levels are drawn, so E C(x) = x with the norm the
-decoder sees and no level exceeds s.
+decoder sees and no level exceeds s. The norm is summed in float64 when fp32 squares overflow;
+one beyond fp32 (or x's dtype) is refused, NonFiniteError.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import ClassVar
 
 import torch
 
-from psgd.compress.base import Compressor, Message, packed_bytes
+from psgd.compress.base import Compressor, Message, check_fits, packed_bytes
 from psgd.compress.randomness import uniform
 from psgd.compress.registry import register
 from psgd.errors import FrameError
@@ -41,11 +42,17 @@ def work_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def wire_norm(x: torch.Tensor, p: float) -> torch.Tensor:
-    """||x||_p as the fp32 the decoder will read, rounded up so that |x_i| <= norm."""
-    n = torch.linalg.vector_norm(x.to(work_dtype(x)), ord=p)
+def wire_norm(x: torch.Tensor, p: float, work: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(||x||_p computed in work, by default x's work dtype; the fp32 the decoder will read, rounded
+    up so that |x_i| <= norm). In fp32 a sum of squares overflows from ||x||_2 ~ 1.8e19: the
+    first is then inf, and the caller redoes it in float64."""
+    n = torch.linalg.vector_norm(x, ord=p, dtype=work or work_dtype(x))
     n32 = n.to(torch.float32)
-    return torch.where(n32.to(n.dtype) < n, torch.nextafter(n32, n32.new_tensor(INF)), n32)
+    return n, torch.where(n32.to(n.dtype) < n, torch.nextafter(n32, n32.new_tensor(INF)), n32)
+
+
+def norm_name(p: float) -> str:
+    return f"||x||_{p:g}"
 
 
 def normalized(x: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
@@ -105,13 +112,13 @@ class _Dithering(Compressor):
     def _elias(self) -> bool:
         return getattr(self, "coding", "fixed") == "elias"
 
-    def levels(self, x: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """(fp32 wire norm, integer levels) of x."""
-        norm = wire_norm(x, self._p)
+    def levels(self, x: torch.Tensor, generator, work: torch.dtype | None) -> tuple[torch.Tensor, ...]:
+        """(||x||_p in work, fp32 wire norm, integer levels) of x."""
+        exact, norm = wire_norm(x, self._p, work)
         y = normalized(x, norm)
         u = uniform(x.numel(), y, generator)
         rnd = natural_levels if self.natural else uniform_levels
-        return norm, rnd(y, self._s, u)
+        return exact, norm, rnd(y, self._s, u)
 
     def values(self, levels: torch.Tensor, norm: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """|C(x)_i| from levels (in dtype, or fp32 for half types)."""
@@ -120,17 +127,24 @@ class _Dithering(Compressor):
             return natural_level_values(levels, self._s, work) * norm.to(work)
         return levels.to(work) * (norm.to(work) / self._s)
 
-    def _encode(self, x, generator):
-        norm, lv = self.levels(x, generator)
+    def _encode(self, x, generator, work: torch.dtype | None = None):
+        exact, norm, lv = self.levels(x, generator, work)
         head = norm.reshape(1).view(torch.uint8)
         if not self._elias:
-            return (), torch.cat([head, pack_uint((lv << 1) | (x < 0), 1 + uint_width(self._s))])
-        pos = torch.nonzero(lv).view(-1)
-        w = BitWriter(x.device)
-        w.gammas(torch.diff(pos, prepend=pos.new_full((1,), -1)))
-        w.bits(x[pos] < 0)
-        w.gammas(lv[pos])
-        return (pos.numel(), w.nbits), torch.cat([head, w.packed()])
+            meta, body = (), torch.cat([head, pack_uint((lv << 1) | (x < 0), 1 + uint_width(self._s))])
+        else:
+            pos = torch.nonzero(lv).view(-1)
+            w = BitWriter(x.device)
+            w.gammas(torch.diff(pos, prepend=pos.new_full((1,), -1)))
+            w.bits(x[pos] < 0)
+            w.gammas(lv[pos])
+            meta, body = (pos.numel(), w.nbits), torch.cat([head, w.packed()])
+        # checked last, so that a GPU waits for nothing but the finished message
+        n = float(exact)
+        if math.isinf(n) and work is None and x.dtype != torch.float64:  # an fp32 sum of squares overflowed
+            return self._encode(x, generator, torch.float64)
+        check_fits(norm_name(self._p), n, x.dtype)
+        return meta, body
 
     def _parse(self, m: Message) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(norm, levels, negative) of a message; FrameError on contents no encoder writes."""

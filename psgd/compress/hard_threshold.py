@@ -14,7 +14,7 @@ import torch
 from psgd.compress.base import Compressor, Message
 from psgd.compress.registry import register
 from psgd.compress.sparse import scatter_sparse
-from psgd.compress.topk import pack_sparse, sparse_body_bytes, validate_indices
+from psgd.compress.topk import pack_sparse, sparse_body_bytes, validate_sparse
 
 
 @register
@@ -45,4 +45,4 @@ class HardThreshold(Compressor):
         return sparse_body_bytes(nnz, d)
 
     def _validate(self, m: Message) -> None:
-        validate_indices(self.name, m.body, m.meta[0], m.d)
+        validate_sparse(self.name, m.body, m.meta[0], m.d)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from psgd.compress.base import Compressor, Message
+from psgd.compress.base import Compressor, Message, check_fits, require_finite
 from psgd.compress.registry import register
 
 
@@ -20,7 +20,12 @@ class Identity(Compressor):
     wire_bits = "32d"
 
     def _encode(self, x, generator):
+        if x.dtype == torch.float64:
+            check_fits("max |x_i|", float(x.abs().max()), x.dtype)
         return (), x.to(torch.float32, copy=True).view(torch.uint8).reshape(-1)
+
+    def _validate(self, m: Message) -> None:
+        require_finite(self.name, m.body.view(torch.float32), "value")
 
     def _decode(self, m: Message) -> torch.Tensor:
         return m.body.view(torch.float32).to(m.dtype)

@@ -10,20 +10,22 @@ Wire: 9 bits per coordinate, the 8-bit binary32 exponent field (0 = zero) and a 
 the mantissa dropped [EF21 code "9/32 d"]: d exponent bytes then d packed sign bits,
 d + ceil(d/8) = ceil(9d/8) bytes. Values below 2^-126 (fp32 subnormals)
 round between 0 and 2^-126 the same way, so the omega = 1/8 bound holds from 2^-126 up;
-|x_i| >= 2^127 could round to 2^128, which binary32 cannot hold, and is refused.
+an |x_i| that could round to 2^128 (2^16 for fp16 input), beyond binary32 or the decoded dtype,
+is refused (NonFiniteError).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
-from psgd.compress.base import Compressor, Message, packed_bytes
+from psgd.compress.base import Compressor, Message, largest, narrowest, packed_bytes
 from psgd.compress.randomness import uniform
 from psgd.compress.registry import register
-from psgd.errors import FrameError
+from psgd.errors import FrameError, NonFiniteError
 from psgd.wire import pack_bits, unpack_bits
 
 CODE_BITS = 9
@@ -31,9 +33,19 @@ _MIN_EXP = -126  # the smallest binary32 normal exponent
 _BIAS = 127
 
 
+def check_range(x: torch.Tensor, stochastic: bool) -> None:
+    """Refuse x that could round to a power of two beyond fp32 or x's dtype (2^16 for fp16, 2^128
+    otherwise): random rounding may go up from any |x_i| > 2^e_max, nearest rounding from 1.5 2^e_max."""
+    e = math.floor(math.log2(largest(x.dtype)))
+    amax = float(torch.linalg.vector_norm(x, ord=math.inf))
+    if amax > 2.0**e if stochastic else amax >= 1.5 * 2.0**e:
+        raise NonFiniteError(f"x: max |x_i| = {amax:.4g} could round to 2^{e + 1}, beyond {narrowest(x.dtype)}")
+
+
 def natural_fields(x: torch.Tensor, u: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """(binary32 exponent field of C_nat(x) as int32, sign bit) with uniforms u, or of natural
     rounding when u is None; field 0 stands for zero."""
+    check_range(x, u is not None)
     if x.dtype == torch.float64:
         field = _fields_float64(x, u)
     else:
@@ -43,8 +55,6 @@ def natural_fields(x: torch.Tensor, u: torch.Tensor | None) -> tuple[torch.Tenso
         mantissa = bits & 0x7FFFFF
         up = mantissa >= 2**22 if u is None else u.float() * 2.0**23 < mantissa
         field = (bits >> 23).bitwise_and_(0xFF).add_(up)
-    if int(field.max()) > 254:
-        raise ValueError("x: |x_i| >= 2^127 would round beyond the binary32 exponent range")
     return field, torch.signbit(x)
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from psgd.compress.base import Compressor, Message
+from psgd.compress.base import Compressor, Message, check_fits
 from psgd.compress.randomness import normal
 from psgd.compress.registry import register
 from psgd.errors import FrameError
@@ -47,7 +47,10 @@ class PowerSGD(Compressor):
     def _encode(self, x, generator):
         d = x.numel()
         n, m, r = self._dims(d)
-        work = torch.float64 if x.dtype == torch.float64 else torch.float32
+        norm = float(torch.linalg.vector_norm(x, dtype=torch.float64))
+        check_fits("||x||_2", norm, x.dtype)  # bounds the decoded |C(x)_i|: C is a projection
+        # fp32 squares of M Q ~ ||x|| sqrt(m) overflow from ~1e19: large inputs work in float64
+        work = torch.float64 if x.dtype == torch.float64 or norm > 2.0**40 else torch.float32
         mat = torch.zeros(n * m, dtype=work, device=x.device)
         mat[:d] = x
         mat = mat.view(n, m)

@@ -18,18 +18,19 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from psgd.compress.base import Compressor, Message
+from psgd.compress.base import Compressor, Message, require_finite
 from psgd.compress.randomness import draw_seed, seeded
 from psgd.compress.registry import register
 from psgd.compress.topk import (
     ascending,
     check_ratio_k,
+    check_sent,
     index_bits,
     pack_sparse,
     resolve_k,
     sparse_body_bytes,
     unpack_sparse,
-    validate_indices,
+    validate_sparse,
 )
 
 
@@ -74,9 +75,11 @@ class RandK(Compressor):
         k = resolve_k(self.name, d, self.ratio, self.k)
         seed = draw_seed(generator)
         idx = random_subset(d, k, seeded(seed)).to(x.device)
+        values = x[idx]
+        check_sent(values, d / k if self.scaled else 1.0)
         if self.shared_seed:
-            return (k, seed), x[idx].to(torch.float32).contiguous().view(torch.uint8)
-        return (k,), pack_sparse(x[idx], idx, d)
+            return (k, seed), values.to(torch.float32).contiguous().view(torch.uint8)
+        return (k,), pack_sparse(values, idx, d)
 
     def _indices(self, m: Message) -> tuple[torch.Tensor, torch.Tensor]:
         k = m.meta[0]
@@ -104,8 +107,10 @@ class RandK(Compressor):
         return sparse_body_bytes(k, d)
 
     def _validate(self, m: Message) -> None:
-        if not self.shared_seed:
-            validate_indices(self.name, m.body, m.meta[0], m.d)
+        if self.shared_seed:
+            require_finite(self.name, m.body.view(torch.float32), "value")
+        else:
+            validate_sparse(self.name, m.body, m.meta[0], m.d)
 
     def bits(self, d):
         k = resolve_k(self.name, d, self.ratio, self.k)

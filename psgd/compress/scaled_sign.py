@@ -7,11 +7,13 @@ Biased; ||C(x) - x||^2 = (1 - phi(x))||x||^2 with phi = ||x||_1^2 / (d ||x||^2) 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from psgd.compress.base import Compressor, Message, packed_bytes
+from psgd.compress.base import Compressor, Message, check_fits, packed_bytes, require_finite
 from psgd.compress.registry import register
 from psgd.wire import unpack_bits
 from psgd.wire.bits import pack_nonnegative_l1
@@ -19,7 +21,12 @@ from psgd.wire.bits import pack_nonnegative_l1
 
 def pack_signs(x: torch.Tensor) -> torch.Tensor:
     """Body of a scaled-sign message: the fp32 scale ||x||_1/d, then one bit per coordinate (1 = non-negative)."""
-    bits, l1 = pack_nonnegative_l1(x)
+    with np.errstate(over="ignore"):  # an overflow is caught below
+        bits, l1 = pack_nonnegative_l1(x)
+    if l1.device.type == "cpu" and not math.isfinite(float(l1)):  # the CPU pass sums chunks in x's dtype
+        l1 = torch.linalg.vector_norm(x, 1, dtype=torch.float64)
+    if x.dtype == torch.float64:  # else ||x||_1/d <= max |x_i| fits
+        check_fits("||x||_1/d", float(l1) / x.numel(), x.dtype)
     scale = (l1 / x.numel()).to(torch.float32).reshape(1).to(bits.device)
     return torch.cat([scale.view(torch.uint8), bits])
 
@@ -44,6 +51,9 @@ class ScaledSign(Compressor):
 
     def _decode(self, m: Message) -> torch.Tensor:
         return unpack_signs(m.body, m.d, m.dtype)
+
+    def _validate(self, m: Message) -> None:
+        require_finite(self.name, m.body[:4].view(torch.float32), "scale")
 
     def body_bytes(self, d, meta):
         return 4 + packed_bytes(d)

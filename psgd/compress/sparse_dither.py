@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from psgd.compress.base import Compressor, Message, packed_bytes
+from psgd.compress.base import Compressor, Message, check_fits, packed_bytes
 from psgd.compress.dithering import work_dtype
 from psgd.compress.randomness import uniform
 from psgd.compress.registry import register
@@ -56,8 +56,9 @@ class SparseDither(Compressor):
     def _encode(self, x, generator):
         d = x.numel()
         w = work_dtype(x)
-        norm = torch.linalg.vector_norm(x.to(w))
-        gamma = (2 * math.sqrt(self.nu / d) * norm).to(torch.float32)
+        gamma64 = 2 * math.sqrt(self.nu / d) * torch.linalg.vector_norm(x, dtype=torch.float64)
+        check_fits("gamma = 2 sqrt(nu/d) ||x||", float(gamma64), x.dtype)
+        gamma = gamma64.to(torch.float32)
         z = x.abs().to(w) * torch.where(gamma > 0, 1 / gamma.to(w), 0)
         if self.random:
             low = z.floor()
@@ -65,6 +66,7 @@ class SparseDither(Compressor):
         else:
             k = z.round()
         k = k.to(torch.int64)
+        check_fits("gamma max k_i", float(k.max()) * float(gamma), x.dtype)  # the largest decoded |C(x)_i|
         trits = torch.where(k > 0, torch.where(x < 0, 2, 1), 0)
         out = BitWriter(x.device)
         out.uints(gamma.reshape(1).view(torch.int32).to(torch.int64), GAMMA_BITS)

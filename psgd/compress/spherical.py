@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from psgd.compress.base import Compressor, Message, packed_bytes
+from psgd.compress.base import Compressor, Message, check_fits, packed_bytes
 from psgd.compress.randomness import draw_seed, hash_key, hash_normal
 from psgd.compress.registry import register
 from psgd.errors import FrameError
@@ -108,6 +108,7 @@ class Spherical(Compressor):
         for first, nb, n in self._groups(x.numel()):
             xb = x64[first * self.block : first * self.block + nb * n].view(nb, n)
             norm = torch.linalg.vector_norm(xb, dim=1)
+            check_fits("max_b ||x_b||", float(norm.max()), x.dtype)  # decoded |C(x)_i| <= rho ||x_b||
             u = xb / torch.where(norm > 0, norm, 1).unsqueeze(1)
             out.rice(self._search(seed, u, first) - 1, rice_parameter(cap_probability(self.alpha, n)))
             norms.append(norm.to(torch.float32))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from psgd.compress.base import Compressor, Message
+from psgd.compress.base import Compressor, Message, check_fits, require_finite
 from psgd.compress.registry import register
 from psgd.errors import FrameError
 from psgd.wire import pack_uint, unpack_uint
@@ -54,8 +54,17 @@ def check_ratio_k(name: str, ratio: float | None, k: int | None) -> None:
         raise ValueError(f"{name}: give exactly one of ratio or k")
 
 
+def check_sent(values: torch.Tensor, scale: float = 1.0) -> None:
+    """Values sent in fp32 and decoded (times scale) in their own dtype must fit both
+    (unscaled, only float64 values can overflow)."""
+    if values.numel() and (scale != 1 or values.dtype == torch.float64):
+        what = "max |x_i|" if scale == 1 else f"{scale:.4g} max |x_i|"
+        check_fits(what, scale * float(values.abs().max()), values.dtype)
+
+
 def pack_sparse(values: torch.Tensor, idx: torch.Tensor, d: int) -> torch.Tensor:
     """Body of a sparse message: fp32 values then indices packed at index_bits(d) bits."""
+    check_sent(values)
     parts = [values.to(torch.float32).contiguous().view(torch.uint8)]
     if index_bits(d):
         parts.append(pack_uint(idx, index_bits(d)))
@@ -75,9 +84,11 @@ def sparse_body_bytes(k: int, d: int) -> int:
     return 4 * k + math.ceil(k * index_bits(d) / 8)
 
 
-def validate_indices(name: str, body: torch.Tensor, k: int, d: int) -> None:
-    """A sparse body's indices must name coordinates of x: FrameError otherwise."""
-    if k and index_bits(d) and int(unpack_sparse(body, k, d)[1].max()) >= d:
+def validate_sparse(name: str, body: torch.Tensor, k: int, d: int) -> None:
+    """A sparse body's values must be finite and its indices name coordinates of x: FrameError otherwise."""
+    values, idx = unpack_sparse(body, k, d)
+    require_finite(name, values, "value")
+    if k and index_bits(d) and int(idx.max()) >= d:
         raise FrameError(f"{name}: index out of range for d={d}")
 
 
@@ -115,7 +126,7 @@ class TopK(Compressor):
         return sparse_body_bytes(k, d)
 
     def _validate(self, m: Message) -> None:
-        validate_indices(self.name, m.body, m.meta[0], m.d)
+        validate_sparse(self.name, m.body, m.meta[0], m.d)
 
     def bits(self, d):
         k = resolve_k(self.name, d, self.ratio, self.k)

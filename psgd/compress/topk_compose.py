@@ -17,12 +17,13 @@ from dataclasses import dataclass
 
 import torch
 
-from psgd.compress.base import Compressor, Message, packed_bytes
+from psgd.compress.base import Compressor, Message, check_fits, packed_bytes
 from psgd.compress.dithering import (
     check_levels,
     natural_dither_omega,
     natural_level_values,
     natural_levels,
+    norm_name,
     normalized,
     wire_norm,
 )
@@ -69,7 +70,7 @@ class _TopKThen(Compressor):
         return m.body[: self.prefix_bytes], joint & ((1 << self.code_bits()) - 1), idx
 
     def _validate(self, m: Message) -> None:
-        self._parse(m)
+        self._decode(m)  # k values: decoding checks the codes too
 
     def _decode(self, m: Message) -> torch.Tensor:
         prefix, codes, idx = self._parse(m)
@@ -118,6 +119,8 @@ class TopKNatural(_TopKThen):
         return torch.empty(0, dtype=torch.uint8, device=v.device), natural_codes(v, uniform(v.numel(), v, generator))
 
     def code_values(self, prefix, codes, dtype):
+        if codes.numel() and int((codes >> 1).max()) == 255:
+            raise FrameError(f"{self.name}: exponent field 255 (Inf/NaN)")
         return natural_code_values(codes, dtype)
 
 
@@ -147,7 +150,8 @@ class TopKDither(_TopKThen):
         return natural_dither_omega(k, self.s)
 
     def value_codes(self, v, generator):
-        norm = wire_norm(v, self.p)
+        exact, norm = wire_norm(v, self.p, torch.float64)  # k values: float64 costs little
+        check_fits(norm_name(self.p), float(exact), v.dtype)
         y = normalized(v, norm)
         levels = natural_levels(y, self.s, uniform(v.numel(), y, generator))
         return norm.reshape(1).view(torch.uint8), (levels << 1) | (v < 0)

@@ -1,0 +1,139 @@
+"""Finite in, finite out: encode refuses what the wire's fp32 (or the decoded dtype) cannot carry,
+never writes a message its decoder rejects or decodes to Inf, and from_bytes refuses non-finite payloads."""
+
+import math
+import struct
+
+import pytest
+import torch
+from compress_specs import SPECS, resolve
+
+from psgd.compress import make
+from psgd.errors import FrameError, NonFiniteError
+
+REFUSED = "overflows|could round|exceeds the largest"
+
+
+def huge(d: int, dtype: torch.dtype, big: float) -> torch.Tensor:
+    x = torch.linspace(-1, 1, d, dtype=torch.float64)
+    x[0], x[-1] = big, -big
+    return x.to(dtype)
+
+
+CASES = [
+    (torch.float32, 3e38),
+    (torch.float32, 3.4e38),
+    (torch.float32, 1e20),  # ||x||_2 fits fp32, its fp32 sum of squares does not
+    (torch.float64, 1e300),
+    (torch.float64, 3e38),
+    (torch.float16, 6e4),
+    (torch.bfloat16, 3e38),
+]
+
+
+@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("dtype, big", CASES)
+def test_huge_inputs_encode_to_finite_or_are_refused(spec, dtype, big):
+    for d in (3, 40):
+        c = make(resolve(spec, d))
+        x = huge(d, dtype, big)
+        try:
+            m = c.encode(x, torch.Generator().manual_seed(d))
+        except NonFiniteError as e:
+            assert str(e).startswith("x: ") and any(w in str(e) for w in REFUSED.split("|")), e
+            continue
+        y = c.decode(c.from_bytes(m.to_bytes()))
+        assert bool(torch.isfinite(y).all()), (spec, dtype, big, y)
+
+
+def test_the_audits_examples():
+    x = torch.tensor([3e38, -3e38, 1.0])
+    for spec in ("scaled_sign", "block_sign", "bucket(scaled_sign, size=12)"):
+        c = make(spec)
+        y = c.decode(c.from_bytes(c.encode(x).to_bytes()))
+        scale = torch.tensor((3e38 + 3e38 + 1) / 3, dtype=torch.float64).to(torch.float32)  # l1/d in float64
+        assert torch.equal(y, torch.stack([scale, -scale, scale])), spec
+    with pytest.raises(NonFiniteError, match=r"x: \|\|x\|\|_2 = 4.243e\+38 overflows fp32"):
+        make("qsgd").encode(x)
+    y = make("qsgd:p=inf").decode(make("qsgd:p=inf").encode(x))  # ||x||_inf fits
+    assert bool(torch.isfinite(y).all())
+    with pytest.raises(NonFiniteError, match=r"x: max \|x_i\| = 1e\+300 overflows fp32"):
+        make("identity").encode(torch.tensor([1e300], dtype=torch.float64))
+    with pytest.raises(NonFiniteError, match=r"overflows float16"):  # (d/k) x_i decoded in fp16
+        make("randk:k=1").encode(torch.full((4,), 2e4, dtype=torch.float16))
+
+
+@pytest.mark.parametrize("spec", ["qsgd:s=4", "natural_dither:p=2,s=4", "qsgd:s=4,coding=elias"])
+def test_a_norm_beyond_fp32_squares_is_computed_in_float64(spec):
+    x = huge(50, torch.float64, 1.0) * 1e20
+    n = torch.linalg.vector_norm(x)
+    x32 = x.float()
+    c = make(spec)
+    m = c.encode(x32, torch.Generator().manual_seed(0))
+    wire = m.body[:4].view(torch.float32)
+    assert float(wire) >= float(torch.linalg.vector_norm(x32.double())) and math.isclose(float(wire), n, rel_tol=1e-6)
+    mean = torch.stack([c.decode(c.encode(x32, torch.Generator().manual_seed(s))).double() for s in range(400)]).mean(0)
+    assert float(torch.linalg.vector_norm(mean - x)) < 0.2 * float(n)
+
+
+def test_sure_bounds_hold_for_huge_inputs():
+    x = (huge(48, torch.float64, 1.0) * 1e25).float()
+    sq = float(x.double().square().sum())
+    for spec, bound in [("sparse_dither:nu=0.1", 0.1), ("spherical:alpha=0.5,block=4", 0.5), ("powersgd", 1.0)]:
+        c = make(spec)
+        err = float((c.decode(c.encode(x, torch.Generator().manual_seed(0))).double() - x.double()).square().sum())
+        assert err <= bound * sq * (1 + 1e-5), spec
+
+
+def _f32(v: float) -> bytes:
+    return struct.pack("<f", v)
+
+
+def _first_float(bad: float):
+    return lambda body: _f32(bad) + body[4:]
+
+
+def _natural_code(body: bytes) -> bytes:  # exponent field 255 in the first 9-bit code (sign bit first)
+    return bytes([body[0] | 0xFE, body[1] | 0x01]) + body[2:]
+
+
+def _gamma(bad: float):  # the 31-bit scale (fp32 without its sign bit) opens the stream
+    def corrupt(body: bytes) -> bytes:
+        word = struct.unpack("<I", body[:4])[0]
+        return struct.pack("<I", (word & 0x80000000) | struct.unpack("<I", _f32(bad))[0]) + body[4:]
+
+    return corrupt
+
+
+def corruptions(name: str) -> list:
+    """Ways to write a non-finite value into a valid body of codec ``name`` (none for sign)."""
+    floats = [_first_float(v) for v in (math.inf, -math.inf, math.nan)]
+    return {
+        "fp16": [lambda b: b"\x00\x7c" + b[2:], lambda b: b"\x00\xfe" + b[2:]],
+        "bf16": [lambda b: b"\x80\x7f" + b[2:], lambda b: b"\xc0\xff" + b[2:]],
+        "natural": [lambda b: b"\xff" + b[1:]],
+        "natural_round": [lambda b: b"\xff" + b[1:]],
+        "topk_natural": [_natural_code],
+        "sparse_dither": [_gamma(math.inf), _gamma(math.nan)],
+        "sign": [],
+    }.get(name, floats)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_from_bytes_refuses_non_finite_payloads(spec):
+    d = 24
+    c = make(resolve(spec, d))
+    inner = c
+    while hasattr(inner, "inner"):  # wrappers: the first block's message opens the body
+        inner = inner.inner
+    x = huge(d, torch.float32, 3.0)
+    m = c.encode(x, torch.Generator().manual_seed(0))
+    if c.name in ("per_layer", "bucket") and m.meta[0]:
+        pytest.skip("block headers open the body")
+    body = m.body.numpy().tobytes()
+    c.from_bytes(m.to_bytes())
+    ways = corruptions(inner.name)
+    assert ways or inner.name == "sign"
+    for corrupt in ways:
+        with pytest.raises(FrameError, match=inner.name):
+            c.from_bytes(m.header() + corrupt(body))
