@@ -57,6 +57,7 @@ def test_non_finite_input_is_a_non_finite_error(spec, bad, dtype):
         ("qsgd:p=3", "qsgd: p must be 2 or inf"),
         ("qsgd:coding=huffman", "qsgd: coding must be 'fixed' or 'elias'"),
         ("hard_threshold:lam=-1", "hard_threshold: lam must be >= 0"),
+        ("hard_threshold", "hard_threshold: lam is required"),
         ("sparse_dither:nu=0", "sparse_dither: nu must be > 0"),
         ("spherical:alpha=1", "spherical: alpha must be in \\(0, 1\\)"),
         ("spherical:block=0", "spherical: block must be an integer >= 1"),

@@ -3,6 +3,7 @@
 Deterministic and biased; not in B3(delta) for any fixed delta but an "absolute" compressor,
 ||C_lam(x) - x||^2 <= d lam^2 [D]. The number kept, nnz, depends on x and rides in the
 header. Wire: nnz(32 + ceil(log2 d)) bits (fp32 values, then packed ascending indices).
+lam has no default: lam = 0 would send every coordinate at 32 + IDX bits, more than identity.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from psgd.compress.topk import pack_sparse, sparse_body_bytes, validate_sparse
 @register
 @dataclass(frozen=True)
 class HardThreshold(Compressor):
-    lam: float = 0.0
+    lam: float | None = None
 
     name = "hard_threshold"
     summary = "x_i where |x_i| >= lam (Sahu et al. use lam = 1/(2 sqrt(k)))"
@@ -28,6 +29,11 @@ class HardThreshold(Compressor):
     wire_bits = "nnz(32 + IDX)"
 
     def __post_init__(self):
+        if self.lam is None:
+            raise ValueError(
+                f"{self.name}: lam is required, e.g. {self.name}:lam=0.01 (Sahu et al. use lam = 1/(2 sqrt(k)) "
+                "for k coordinates a round; method hard_threshold sets it from method.target_k)"
+            )
         if not self.lam >= 0:
             raise ValueError(f"{self.name}: lam must be >= 0, got {self.lam}")
 
