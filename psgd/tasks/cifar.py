@@ -41,6 +41,7 @@ class CifarOptions(TaskOptions):
     synthetic_classes: int = 10
     synthetic_train: int = 5000
     synthetic_test: int = 1000
+    synthetic_signal: float = 45.0  # class pattern amplitude against pixel noise of std 40 (lower: harder)
     eval_batch: int = 500
     bn_batches: int = 8  # training batches (of eval_batch images) that re-estimate BatchNorm statistics
 
@@ -55,6 +56,8 @@ class CifarOptions(TaskOptions):
         for key in ("width", "synthetic_classes", "synthetic_train", "synthetic_test", "eval_batch", "bn_batches"):
             if getattr(self, key) < 1:
                 raise ValueError(f"task.{key} must be >= 1, got {getattr(self, key)}")
+        if not self.synthetic_signal > 0:
+            raise ValueError(f"task.synthetic_signal must be > 0, got {self.synthetic_signal}")
 
 
 def normalise(images: torch.Tensor) -> torch.Tensor:
@@ -108,7 +111,9 @@ class Cifar(Task):
         super().__init__(options, seed, n)
         o = options
         if o.dataset == "synthetic":
-            self.data: ImageData = synthetic_images(seed, o.synthetic_train, o.synthetic_test, o.synthetic_classes)
+            self.data: ImageData = synthetic_images(
+                seed, o.synthetic_train, o.synthetic_test, o.synthetic_classes, o.synthetic_signal
+            )
         else:
             self.data = load_cifar(o.data_dir, o.dataset)
         self.shards = shard_indices(self.data.y_train, n, o.split, seed)

@@ -89,16 +89,17 @@ def load_cifar(data_dir: str, dataset: str) -> ImageData:
     return ImageData(x_train, y_train, x_test, y_test, CLASSES[dataset])
 
 
-def synthetic_images(seed: int, train: int, test: int, classes: int) -> ImageData:
+def synthetic_images(seed: int, train: int, test: int, classes: int, signal: float = 45.0) -> ImageData:
     """CIFAR-shaped uint8 images a model can learn: a fixed smooth random pattern per class
-    (4x4 upsampled, so crops and flips keep it recognisable) plus pixel noise."""
+    (4x4 upsampled, so crops and flips keep it recognisable) of amplitude ``signal`` plus
+    pixel noise of standard deviation 40; a weaker signal makes a harder task."""
     g = generator(seed, 0, 0, "synthetic_images")
     coarse = torch.randn(classes, 3, 4, 4, generator=g)
     patterns = torch.nn.functional.interpolate(coarse, size=(32, 32), mode="bilinear", align_corners=False)
 
     def draw(count: int) -> tuple[torch.Tensor, torch.Tensor]:
         y = torch.randint(classes, (count,), generator=g)
-        x = 128 + 45 * patterns[y] + 40 * torch.randn(count, 3, 32, 32, generator=g)
+        x = 128 + signal * patterns[y] + 40 * torch.randn(count, 3, 32, 32, generator=g)
         return x.clamp(0, 255).to(torch.uint8), y
 
     x_train, y_train = draw(train)
