@@ -171,7 +171,7 @@ def summarize(cfg, server: ServerNode, result, world_size: int, mode: str, wall_
 
 def versus_fp32(ratio: float) -> str:
     """fp32 bytes / bytes sent, in words; frame headers can make a tiny model's messages larger."""
-    return f"{ratio:.1f}x less than fp32" if ratio >= 1 else f"{1 / ratio:.1f}x more than fp32, headers included"
+    return f"{ratio:.1f}x less than fp32" if ratio >= 1 else f"{1 / ratio:.2f}x more than fp32, headers included"
 
 
 def report(summary: dict, path: Path) -> None:
