@@ -38,9 +38,8 @@ def test_round_trip_sizes_and_determinism(spec):
         data = m.to_bytes()
         assert m.header_len <= MAX_MESSAGE_HEADER
         assert len(data) == m.header_len + m.body_len
-        bits = c.bits(d)
-        if bits is not None and not c.name.startswith(("per_layer", "bucket")):
-            assert m.body_len == math.ceil(bits / 8), (spec, d)
+        assert m.body_len == math.ceil(c.bits(m) / 8), (spec, d)
+        assert c.bits(d) in (None, c.bits(m)), (spec, d)
         back = c.from_bytes(data)
         y = c.decode(back)
         assert y.dtype == x.dtype and y.shape == x.shape
@@ -121,3 +120,53 @@ def test_natural_refuses_an_infinite_exponent():
     body[0] = 255
     with pytest.raises(FrameError, match="natural: exponent field 255"):
         c.from_bytes(m.header() + bytes(body))
+
+
+MLP = "64x128+128+128x10+10"  # digits_mlp, d = 9610
+
+
+@pytest.mark.parametrize(
+    "spec, bits",
+    [  # k per layer = ceil(0.01 n): 82, 2, 13, 1; IDX = 13, 7, 11, 4
+        (f"per_layer(topk:ratio=0.01, layers={MLP})", 82 * 45 + 2 * 39 + 13 * 43 + 1 * 36),
+        (f"per_layer(randk:ratio=0.01, layers={MLP})", 32 * (82 + 2 + 13 + 1)),
+        (f"per_layer(randk:ratio=0.01,shared_seed=false, layers={MLP})", 82 * 45 + 2 * 39 + 13 * 43 + 1 * 36),
+        (f"per_layer(scaled_sign, layers={MLP})", 9610 + 4 * 32),
+        (f"bucket(natural, size=4KiB, layers={MLP})", 9 * 9610),
+    ],
+)
+def test_wrapper_body_is_the_sum_of_the_inner_counts(spec, bits):
+    """Nothing but the inner bodies travels: k from ratio and block size, block seeds from one seed."""
+    c = make(spec)
+    x = vector(9610, 5)
+    m = c.encode(x, gen(5))
+    assert c.bits(9610) == c.bits(m) == bits and m.body_len == math.ceil(bits / 8)
+    assert m.header_len <= MAX_MESSAGE_HEADER
+    back = c.from_bytes(m.to_bytes())
+    assert torch.equal(c.decode(back), c.decode(m))
+
+
+def test_wrapper_blocks_match_the_inner_compressor_on_each_block():
+    x = vector(60, 1)
+    c = make("per_layer(topk:k=3, layers=20+40)")
+    y = c.decode(c.encode(x))
+    assert torch.equal(y, torch.cat([make("topk:k=3").decode(make("topk:k=3").encode(b)) for b in x.split([20, 40])]))
+    c = make("per_layer(randk:k=5,scaled=false, layers=30+30)")
+    y = c.decode(c.from_bytes(c.encode(x, gen(2)).to_bytes()))
+    kept = [set(torch.nonzero(b).view(-1).tolist()) for b in y.split([30, 30])]
+    assert all(len(k) == 5 for k in kept) and kept[0] != kept[1]  # one seed, a different subset per block
+    seeds = {c.encode(x, gen(s)).meta[0] for s in range(5)}
+    assert len(seeds) == 5
+
+
+def test_wrapper_with_fields_that_depend_on_x():
+    """hard_threshold's nnz per block opens the body as Elias gamma codes of nnz + 1."""
+    x = vector(60, 3)
+    c = make("per_layer(hard_threshold:lam=0.5, layers=20+40)")
+    m = c.encode(x)
+    nnz = [int((b.abs() >= 0.5).sum()) for b in x.split([20, 40])]
+    gamma = sum(2 * (v + 1).bit_length() - 1 for v in nnz)
+    assert c.bits(m) == gamma + nnz[0] * (32 + 5) + nnz[1] * (32 + 6)
+    assert m.meta == (c.bits(m),) and c.bits(60) is None
+    y = c.decode(c.from_bytes(m.to_bytes()))
+    assert torch.equal(y, torch.where(x.abs() >= 0.5, x, 0))

@@ -15,7 +15,7 @@ from psgd.compress.base import Compressor, Message
 from psgd.compress.randomness import uniform
 from psgd.compress.registry import register
 from psgd.compress.sparse import scatter_sparse
-from psgd.compress.topk import index_bits, pack_sparse, sparse_body_bytes, validate_sparse
+from psgd.compress.topk import index_bits, pack_sparse, validate_sparse
 
 
 @register
@@ -38,13 +38,10 @@ class AdaptiveRand(Compressor):
     def _decode(self, m: Message) -> torch.Tensor:
         return scatter_sparse(m, 1)
 
-    def body_bytes(self, d, meta):
-        return sparse_body_bytes(1, d)
-
     def _validate(self, m: Message) -> None:
         validate_sparse(self.name, m.body, 1, m.d)
 
-    def bits(self, d):
+    def _bits(self, d):
         return 32 + index_bits(d)
 
     def delta(self, d):

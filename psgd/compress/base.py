@@ -25,6 +25,8 @@ DTYPES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 
 DTYPE_OF_CODE = {v: k for k, v in DTYPES.items()}
 MAX_MESSAGE_HEADER = 32
 FP32_MAX = torch.finfo(torch.float32).max
+SEED = "seed"  # in a meta layout: a 32-bit seed the decoder shares (not counted in bits, as SPEC says)
+SENT = "sent"  # in a meta layout: a count or length that depends on x
 
 
 @dataclass(frozen=True, eq=False)
@@ -95,7 +97,8 @@ class Compressor(ABC):
     """A codec C: encode(x) -> message, decode(message) -> x_hat (dense).
 
     Subclasses are frozen dataclasses (their fields are the spec's parameters) and
-    implement ``_encode``, ``_decode`` and ``body_bytes``.
+    implement ``_encode``, ``_decode`` and ``_bits`` (or, when x changes the count,
+    ``meta_layout`` and ``_message_bits``). Every body is ``ceil(bits(message) / 8)`` bytes.
     """
 
     name: ClassVar[str]
@@ -143,9 +146,8 @@ class Compressor(ABC):
             raise FrameError(f"{self.name}: bad dimension {d!r}")
         if dtype_code not in DTYPE_OF_CODE:
             raise FrameError(f"{self.name}: bad dtype code {dtype_code!r}")
-        if not all(isinstance(v, (int, float)) for v in meta):
-            raise FrameError(f"{self.name}: bad header fields")
         try:
+            self.check_meta(d, tuple(meta))
             expected = self.body_bytes(d, tuple(meta))
         except (ValueError, TypeError) as e:
             raise FrameError(f"{self.name}: bad header fields ({e})") from None
@@ -170,13 +172,54 @@ class Compressor(ABC):
     def _decode(self, m: Message) -> torch.Tensor:
         """Dense reconstruction on the body's device, in the message's dtype."""
 
-    @abstractmethod
-    def body_bytes(self, d: int, meta: tuple) -> int:
-        """Exact body length in bytes for a message with this header."""
+    def _encode_seeded(self, x: torch.Tensor, generator: torch.Generator | None, seed: int | None):
+        """``_encode`` with the shared seed given (a wrapper derives one per block); codecs whose
+        meta_layout holds SEED override it, the others ignore the seed."""
+        return self._encode(x, generator)
 
-    def bits(self, d: int) -> int | None:
-        """The papers' bit count for dimension d, when it does not depend on x (else None)."""
+    def meta_layout(self, d: int) -> tuple:
+        """The header fields of a message of dimension d: an int where the parameters and d fix
+        it (top-k's k), SEED for a shared seed, SENT for a field that depends on x (an nnz, a
+        code length). Wrappers send only the SENT ones for each block."""
+        return ()
+
+    def check_meta(self, d: int, meta: tuple) -> None:
+        """ValueError unless meta fits meta_layout(d)."""
+        layout = self.meta_layout(d)
+        if len(meta) != len(layout):
+            raise ValueError(f"{len(meta)} header fields, expected {len(layout)}")
+        for v, want in zip(meta, layout, strict=True):
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise ValueError(f"header field {v!r} is not an integer")
+            if want == SEED and not 0 <= v < 2**32:
+                raise ValueError(f"seed={v}")
+            if want == SENT and v < 0:
+                raise ValueError(f"negative header field {v}")
+            if isinstance(want, int) and v != want:
+                raise ValueError(f"header field {v} where the parameters give {want} for d={d}")
+
+    def body_bytes(self, d: int, meta: tuple) -> int:
+        """Exact body length in bytes for a message with this header: ceil(bits / 8)."""
+        return packed_bytes(self._message_bits(d, meta))
+
+    def bits(self, of: int | Message) -> int | None:
+        """The papers' bit count (SPEC 2.14) of the body: exact for one message, whatever the codec;
+        for a dimension d, the count of every message when x does not change it (else None)."""
+        if isinstance(of, Message):
+            return self._message_bits(of.d, of.meta)
+        return self._bits(of)
+
+    def _bits(self, d: int) -> int | None:
+        """Bits of every message of dimension d, or None when they depend on x."""
         return None
+
+    def _message_bits(self, d: int, meta: tuple) -> int:
+        """Bits of a message with this header (d and meta already fit meta_layout; ValueError on
+        a field no encoder writes). By default the fixed count."""
+        n = self._bits(d)
+        if n is None:
+            raise NotImplementedError(f"{self.name}: a count that depends on x needs _message_bits")
+        return n
 
     def omega(self, d: int) -> float | None:
         """Variance parameter of U(omega) for unbiased compressors: E||C(x)-x||^2 <= omega ||x||^2."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from psgd.compress.base import Compressor, Message, check_fits, packed_bytes, require_finite
+from psgd.compress.base import Compressor, Message, check_fits, require_finite
 from psgd.compress.layout import FIVE_MIB, blocks, check_bucket
 from psgd.compress.registry import register
 from psgd.wire import unpack_bits
@@ -59,10 +59,7 @@ class BlockSign(Compressor):
         scale = torch.cat([s.expand(n) for s, n in zip(scales, sizes, strict=True)])
         return torch.where(unpack_bits(m.body[4 * nb :], m.d), scale, -scale)
 
-    def body_bytes(self, d, meta):
-        return 4 * len(blocks(self.name, d, self.bucket, self.layers)) + packed_bytes(d)
-
-    def bits(self, d):
+    def _bits(self, d):
         return d + 32 * len(blocks(self.name, d, self.bucket, self.layers))
 
     def delta(self, d):

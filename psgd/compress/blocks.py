@@ -7,23 +7,32 @@ the block rules and ``with_layers`` (how a method hands the task's layer sizes i
 Blocks are compressed independently with the same generator, in order. An unbiased inner
 compressor stays unbiased with omega = max_b omega(d_b); a B3(delta) one gives
 max_b delta(d_b) [D: the errors add up block by block].
-Wire: the inner bodies back to back (each rounded up to whole bytes), preceded, only when
-the inner messages have header fields (k, nnz, seeds), by those fields as one msgpack
-array; the header holds that array's length and the body length. ``bits`` is the sum of
-the inner counts; the body exceeds it by < 1 byte per block plus that array.
+
+Wire. The inner header fields that the parameters fix (top-k's and rand-k's k, from ratio
+or k and the block size) are derived on both sides, not sent. When the inner codec shares
+randomness (rand-k's indices, spherical candidates), the wrapper's header carries one
+32-bit seed and block b uses the seed hash(seed, b). The body is the inner bodies back to
+back at bit granularity, block b taking exactly bits(message_b) bits, so for an inner codec
+whose count is fixed, bits = sum_b bits_inner(d_b) exactly and the body is ceil(bits/8)
+bytes. When the inner count depends on x (hard_threshold's nnz, Elias QSGD's nnz and code
+length, sparse dithering's and spherical's code lengths), those fields of every block open
+the body, each v as the Elias gamma code of v + 1 (2 floor(log2(v + 1)) + 1 bits, counted
+in bits), and the header carries the body's length in bits.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import msgpack
 import torch
 
-from psgd.compress.base import Compressor, Message
+from psgd.compress.base import SEED, SENT, Compressor, Message
 from psgd.compress.layout import FIVE_MIB, blocks, check_bucket
+from psgd.compress.randomness import block_seed, draw_seed
 from psgd.compress.registry import register
 from psgd.errors import FrameError
+from psgd.wire import pack_bits
+from psgd.wire.codes import BitReader, BitWriter, join_bits, split_bits
 
 
 class _Blockwise(Compressor):
@@ -34,46 +43,62 @@ class _Blockwise(Compressor):
     def unbiased(self) -> bool:  # type: ignore[override]
         return self.inner.unbiased  # type: ignore[attr-defined]
 
+    def _inner_layout(self, d: int) -> tuple[bool, bool]:
+        """(whether the inner codec takes a shared seed, whether its header has fields that depend on x)."""
+        layout = self.inner.meta_layout(self.sizes(d)[0])  # type: ignore[attr-defined]
+        return SEED in layout, SENT in layout
+
+    def meta_layout(self, d):
+        seeded, variable = self._inner_layout(d)
+        return (SEED,) * seeded + (SENT,) * variable
+
     def _encode(self, x, generator):
-        metas, bodies, offset = [], [], 0
-        for n in self.sizes(x.numel()):  # a loop over blocks, not coordinates
-            meta, body = self.inner._encode(x[offset : offset + n], generator)  # type: ignore[attr-defined]
-            metas.append(list(meta))
+        return self._encode_seeded(x, generator, None)
+
+    def _encode_seeded(self, x, generator, seed):
+        inner: Compressor = self.inner  # type: ignore[attr-defined]
+        seeded, variable = self._inner_layout(x.numel())
+        if seeded and seed is None:
+            seed = draw_seed(generator)
+        sent, bodies, nbits, offset = [], [], [], 0
+        for b, n in enumerate(self.sizes(x.numel())):  # a loop over blocks, not coordinates
+            meta, body = inner._encode_seeded(
+                x[offset : offset + n], generator, block_seed(seed, b) if seeded else None
+            )
+            sent += [v for v, kind in zip(meta, inner.meta_layout(n), strict=True) if kind == SENT]
             bodies.append(body)
+            nbits.append(inner._message_bits(n, meta))
             offset += n
-        head = msgpack.packb(metas) if any(metas) else b""
-        if head:
-            bodies.insert(0, torch.frombuffer(bytearray(head), dtype=torch.uint8).to(x.device))
-        body = torch.cat(bodies)
-        return (len(head), body.numel()), body
+        head = BitWriter(x.device)
+        if sent:
+            head.gammas(torch.tensor(sent, dtype=torch.int64, device=x.device) + 1)
+        body = join_bits([head.packed(), *bodies], [head.nbits, *nbits])
+        return (*([seed] if seeded else []), *([head.nbits + sum(nbits)] if variable else [])), body
 
     def _parts(self, m: Message) -> list[Message]:
         """The inner messages of a block message; FrameError when they do not add up."""
         inner: Compressor = self.inner  # type: ignore[attr-defined]
-        head_len, _ = m.meta
+        seeded, variable = self._inner_layout(m.d)
         sizes = self.sizes(m.d)
-        if head_len:
+        layouts = [inner.meta_layout(n) for n in sizes]
+        reader = BitReader(m.body, m.meta[-1], self.name) if variable else None
+        sent = iter([])
+        if reader is not None:
+            sent = iter((reader.gammas(sum(lay.count(SENT) for lay in layouts), max_bits=63) - 1).tolist())
+        metas, nbits = [], []
+        for b, (n, layout) in enumerate(zip(sizes, layouts, strict=True)):
+            meta = tuple(block_seed(m.meta[0], b) if k == SEED else next(sent) if k == SENT else k for k in layout)
             try:
-                metas = msgpack.unpackb(m.body[:head_len].cpu().numpy().tobytes(), raw=False)
-            except Exception as e:
-                raise FrameError(f"{self.name}: unreadable block headers ({type(e).__name__})") from None
-            if not (isinstance(metas, list) and len(metas) == len(sizes) and all(isinstance(v, list) for v in metas)):
-                raise FrameError(f"{self.name}: block headers do not match {len(sizes)} blocks")
+                nbits.append(inner._message_bits(n, meta))
+            except ValueError as e:
+                raise FrameError(f"{self.name}: bad fields for block {b} ({e})") from None
+            metas.append(meta)
+        if reader is None:
+            bodies = split_bits(m.body, nbits, self.name)
         else:
-            metas = [[]] * len(sizes)
-        parts, offset = [], head_len
-        for n, meta in zip(sizes, metas, strict=True):
-            if not all(isinstance(v, (int, float)) for v in meta):
-                raise FrameError(f"{self.name}: bad block header fields")
-            try:
-                nbytes = inner.body_bytes(n, tuple(meta))
-            except (ValueError, TypeError) as e:
-                raise FrameError(f"{self.name}: bad block header fields ({e})") from None
-            parts.append(Message(inner.name, n, m.dtype, tuple(meta), m.body[offset : offset + nbytes].clone()))
-            offset += nbytes
-        if offset != m.body_len:
-            raise FrameError(f"{self.name}: blocks take {offset} bytes, the body has {m.body_len}")
-        return parts
+            bodies = [pack_bits(reader.bits(k)) for k in nbits]
+            reader.finish()
+        return [Message(inner.name, n, m.dtype, meta, body) for n, meta, body in zip(sizes, metas, bodies, strict=True)]
 
     def _validate(self, m: Message) -> None:
         for part in self._parts(m):
@@ -82,18 +107,15 @@ class _Blockwise(Compressor):
     def _decode(self, m: Message) -> torch.Tensor:
         return torch.cat([self.inner._decode(part) for part in self._parts(m)])  # type: ignore[attr-defined]
 
-    def body_bytes(self, d, meta):
-        head_len, body_len = meta
-        if not (isinstance(head_len, int) and isinstance(body_len, int) and 0 <= head_len <= body_len):
-            raise ValueError(f"head={head_len!r}, body={body_len!r}")
-        return body_len
+    def _bits(self, d):
+        counts = [self.inner._bits(n) for n in self.sizes(d)]  # type: ignore[attr-defined]
+        return None if None in counts else sum(counts)
+
+    def _message_bits(self, d, meta):
+        return meta[-1] if self._inner_layout(d)[1] else self._bits(d)
 
     def _per_block(self, d: int, what: str) -> list:
         return [getattr(self.inner, what)(n) for n in sorted(set(self.sizes(d)))]  # type: ignore[attr-defined]
-
-    def bits(self, d):
-        counts = [self.inner.bits(n) for n in self.sizes(d)]  # type: ignore[attr-defined]
-        return None if None in counts else sum(counts)
 
     def omega(self, d):
         values = self._per_block(d, "omega")
@@ -125,7 +147,7 @@ class PerLayer(_Blockwise):
     name = "per_layer"
     summary = "the inner compressor applied to each layer (layers=784x128+128+...)"
     klass = "as inner, max over layers"
-    wire_bits = "sum of the inner counts per layer"
+    wire_bits = "sum of the inner counts per layer (+ gamma-coded fields that depend on x)"
 
     def sizes(self, d):
         if self.layers is None:
@@ -146,7 +168,7 @@ class Bucket(_Blockwise):
     name = "bucket"
     summary = "the inner compressor applied to each byte bucket (size=5MiB; whole layers when layers= is set)"
     klass = "as inner, max over buckets"
-    wire_bits = "sum of the inner counts per bucket"
+    wire_bits = "sum of the inner counts per bucket (+ gamma-coded fields that depend on x)"
 
     def __post_init__(self):
         check_bucket(self.name, self.size)

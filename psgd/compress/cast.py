@@ -37,10 +37,7 @@ class _Cast(Compressor):
     def _validate(self, m: Message) -> None:
         require_finite(self.name, m.body.view(self.target), "value")
 
-    def body_bytes(self, d, meta):
-        return 2 * d
-
-    def bits(self, d):
+    def _bits(self, d):
         return 16 * d
 
     def delta(self, d):

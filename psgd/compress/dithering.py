@@ -28,7 +28,7 @@ from typing import ClassVar
 
 import torch
 
-from psgd.compress.base import Compressor, Message, check_fits, packed_bytes
+from psgd.compress.base import SENT, Compressor, Message, check_fits
 from psgd.compress.randomness import uniform
 from psgd.compress.registry import register
 from psgd.errors import FrameError
@@ -179,16 +179,19 @@ class _Dithering(Compressor):
         v = self.values(lv, norm, m.dtype)
         return torch.where(neg, -v, v).to(m.dtype)
 
-    def body_bytes(self, d, meta):
-        if not self._elias:
-            return 4 + packed_bytes(d * (1 + uint_width(self._s)))
-        nnz, nbits = meta
-        if not (isinstance(nnz, int) and 0 <= nnz <= d and isinstance(nbits, int) and 0 <= nbits <= 200 * d):
-            raise ValueError(f"nnz={nnz!r}, nbits={nbits!r} for d={d}")
-        return 4 + packed_bytes(nbits)
+    def meta_layout(self, d):
+        return (SENT, SENT) if self._elias else ()
 
-    def bits(self, d):
+    def _bits(self, d):
         return None if self._elias else 32 + d * (1 + uint_width(self._s))
+
+    def _message_bits(self, d, meta):
+        if not self._elias:
+            return super()._message_bits(d, meta)
+        nnz, nbits = meta
+        if not (nnz <= d and nbits <= 200 * d):
+            raise ValueError(f"nnz={nnz}, nbits={nbits} for d={d}")
+        return 32 + nbits
 
 
 @register

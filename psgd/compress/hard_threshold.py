@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import torch
 
-from psgd.compress.base import Compressor, Message
+from psgd.compress.base import SENT, Compressor, Message
 from psgd.compress.registry import register
 from psgd.compress.sparse import scatter_sparse
-from psgd.compress.topk import pack_sparse, sparse_body_bytes, validate_sparse
+from psgd.compress.topk import pack_sparse, sparse_bits, validate_sparse
 
 
 @register
@@ -44,11 +44,14 @@ class HardThreshold(Compressor):
     def _decode(self, m: Message) -> torch.Tensor:
         return scatter_sparse(m, m.meta[0])
 
-    def body_bytes(self, d, meta):
+    def meta_layout(self, d):
+        return (SENT,)
+
+    def _message_bits(self, d, meta):
         (nnz,) = meta
-        if not (isinstance(nnz, int) and 0 <= nnz <= d):
-            raise ValueError(f"nnz={nnz!r} for d={d}")
-        return sparse_body_bytes(nnz, d)
+        if nnz > d:
+            raise ValueError(f"nnz={nnz} for d={d}")
+        return sparse_bits(nnz, d)
 
     def _validate(self, m: Message) -> None:
         validate_sparse(self.name, m.body, m.meta[0], m.d)

@@ -30,10 +30,7 @@ class Identity(Compressor):
     def _decode(self, m: Message) -> torch.Tensor:
         return m.body.view(torch.float32).to(m.dtype)
 
-    def body_bytes(self, d, meta):
-        return 4 * d
-
-    def bits(self, d):
+    def _bits(self, d):
         return 32 * d
 
     def omega(self, d):

@@ -22,7 +22,7 @@ from typing import ClassVar
 
 import torch
 
-from psgd.compress.base import Compressor, Message, largest, narrowest, packed_bytes
+from psgd.compress.base import Compressor, Message, largest, narrowest
 from psgd.compress.randomness import uniform
 from psgd.compress.registry import register
 from psgd.errors import FrameError, NonFiniteError
@@ -100,10 +100,7 @@ class _Natural(Compressor):
         if int(m.body[: m.d].max()) == 255:
             raise FrameError(f"{self.name}: exponent field 255 (Inf/NaN)")
 
-    def body_bytes(self, d, meta):
-        return packed_bytes(CODE_BITS * d)
-
-    def bits(self, d):
+    def _bits(self, d):
         return CODE_BITS * d
 
 

@@ -71,9 +71,6 @@ class PowerSGD(Compressor):
     def _validate(self, m: Message) -> None:
         self._decode(m)
 
-    def body_bytes(self, d, meta):
+    def _bits(self, d):
         n, m, r = self._dims(d)
-        return 4 * r * (n + m)
-
-    def bits(self, d):
-        return 8 * self.body_bytes(d, ())
+        return 32 * r * (n + m)

@@ -18,17 +18,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from psgd.compress.base import Compressor, Message, require_finite
+from psgd.compress.base import SEED, Compressor, Message, require_finite
 from psgd.compress.randomness import draw_seed, seeded
 from psgd.compress.registry import register
 from psgd.compress.topk import (
     ascending,
     check_ratio_k,
     check_sent,
-    index_bits,
     pack_sparse,
     resolve_k,
-    sparse_body_bytes,
+    sparse_bits,
     unpack_sparse,
     validate_sparse,
 )
@@ -71,9 +70,13 @@ class RandK(Compressor):
         return self.scaled
 
     def _encode(self, x, generator):
+        return self._encode_seeded(x, generator, None)
+
+    def _encode_seeded(self, x, generator, seed):
         d = x.numel()
         k = resolve_k(self.name, d, self.ratio, self.k)
-        seed = draw_seed(generator)
+        if seed is None:
+            seed = draw_seed(generator)
         idx = random_subset(d, k, seeded(seed)).to(x.device)
         values = x[idx]
         check_sent(values, d / k if self.scaled else 1.0)
@@ -94,17 +97,9 @@ class RandK(Compressor):
         out[idx] = values.to(m.dtype) * scale
         return out
 
-    def body_bytes(self, d, meta):
-        if len(meta) != (2 if self.shared_seed else 1):
-            raise ValueError("expected (k, seed)" if self.shared_seed else "expected (k,)")
-        k = meta[0]
-        if not (isinstance(k, int) and 1 <= k <= d):
-            raise ValueError(f"k={k!r} for d={d}")
-        if self.shared_seed:
-            if not (isinstance(meta[1], int) and 0 <= meta[1] < 2**32):
-                raise ValueError(f"seed={meta[1]!r}")
-            return 4 * k
-        return sparse_body_bytes(k, d)
+    def meta_layout(self, d):
+        k = resolve_k(self.name, d, self.ratio, self.k)
+        return (k, SEED) if self.shared_seed else (k,)
 
     def _validate(self, m: Message) -> None:
         if self.shared_seed:
@@ -112,9 +107,9 @@ class RandK(Compressor):
         else:
             validate_sparse(self.name, m.body, m.meta[0], m.d)
 
-    def bits(self, d):
+    def _bits(self, d):
         k = resolve_k(self.name, d, self.ratio, self.k)
-        return 32 * k if self.shared_seed else k * (32 + index_bits(d))
+        return 32 * k if self.shared_seed else sparse_bits(k, d)
 
     def omega(self, d):
         return d / resolve_k(self.name, d, self.ratio, self.k) - 1 if self.scaled else None

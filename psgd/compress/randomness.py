@@ -71,6 +71,11 @@ def hash_key(seed: int, *keys: torch.Tensor) -> torch.Tensor:
     return h
 
 
+def block_seed(seed: int, block: int) -> int:
+    """The 32-bit seed of block ``block`` of a message whose one shared seed is ``seed``."""
+    return int(hash_key(seed, torch.tensor(block)))
+
+
 def hash_normal(state: torch.Tensor, coord: torch.Tensor) -> torch.Tensor:
     """Standard normals (float64) for hash states and coordinate counters, by Box-Muller."""
     u1 = (_mix32(state ^ (2 * coord)) + 0.5) / 2.0**32

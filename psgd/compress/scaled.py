@@ -43,17 +43,23 @@ class Scaled(Compressor):
     def _encode(self, x, generator):
         return self.inner._encode(x, generator)
 
+    def _encode_seeded(self, x, generator, seed):
+        return self.inner._encode_seeded(x, generator, seed)
+
+    def meta_layout(self, d):
+        return self.inner.meta_layout(d)
+
     def _decode(self, m: Message) -> torch.Tensor:
         return self.inner._decode(inner_message(self.inner, m)) / self.zeta(m.d)
 
     def _validate(self, m: Message) -> None:
         self.inner._validate(inner_message(self.inner, m))
 
-    def body_bytes(self, d, meta):
-        return self.inner.body_bytes(d, meta)
+    def _bits(self, d):
+        return self.inner._bits(d)
 
-    def bits(self, d):
-        return self.inner.bits(d)
+    def _message_bits(self, d, meta):
+        return self.inner._message_bits(d, meta)
 
     def delta(self, d):
         return self.zeta(d)

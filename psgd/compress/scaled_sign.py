@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from psgd.compress.base import Compressor, Message, check_fits, packed_bytes, require_finite
+from psgd.compress.base import Compressor, Message, check_fits, require_finite
 from psgd.compress.registry import register
 from psgd.wire import unpack_bits
 from psgd.wire.bits import pack_nonnegative_l1
@@ -55,10 +55,7 @@ class ScaledSign(Compressor):
     def _validate(self, m: Message) -> None:
         require_finite(self.name, m.body[:4].view(torch.float32), "scale")
 
-    def body_bytes(self, d, meta):
-        return 4 + packed_bytes(d)
-
-    def bits(self, d):
+    def _bits(self, d):
         return d + 32
 
     def delta(self, d):

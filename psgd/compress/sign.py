@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from psgd.compress.base import Compressor, Message, packed_bytes
+from psgd.compress.base import Compressor, Message
 from psgd.compress.registry import register
 from psgd.wire import unpack_bits
 from psgd.wire.bits import pack_nonnegative
@@ -32,8 +32,5 @@ class Sign(Compressor):
         one = torch.ones((), dtype=m.dtype, device=m.body.device)
         return torch.where(positive, one, -one)
 
-    def body_bytes(self, d, meta):
-        return packed_bytes(d)
-
-    def bits(self, d):
+    def _bits(self, d):
         return d

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from psgd.compress.base import Compressor, Message, check_fits, packed_bytes
+from psgd.compress.base import SENT, Compressor, Message, check_fits
 from psgd.compress.dithering import work_dtype
 from psgd.compress.randomness import uniform
 from psgd.compress.registry import register
@@ -97,11 +97,14 @@ class SparseDither(Compressor):
         v = k.to(w) * gamma.to(w)
         return torch.where(neg, -v, v).to(m.dtype)
 
-    def body_bytes(self, d, meta):
+    def meta_layout(self, d):
+        return (SENT,)
+
+    def _message_bits(self, d, meta):
         (nbits,) = meta
-        if not (isinstance(nbits, int) and GAMMA_BITS + trit_bits(d) <= nbits):
-            raise ValueError(f"nbits={nbits!r} for d={d}")
-        return packed_bytes(nbits)
+        if nbits < GAMMA_BITS + trit_bits(d):
+            raise ValueError(f"nbits={nbits} for d={d}")
+        return nbits
 
     def omega(self, d):
         return self.nu if self.random else None

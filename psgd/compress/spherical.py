@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from psgd.compress.base import Compressor, Message, check_fits, packed_bytes
+from psgd.compress.base import SEED, SENT, Compressor, Message, check_fits
 from psgd.compress.randomness import draw_seed, hash_key, hash_normal
 from psgd.compress.registry import register
 from psgd.errors import FrameError
@@ -102,7 +102,11 @@ class Spherical(Compressor):
         return t
 
     def _encode(self, x, generator):
-        seed = draw_seed(generator)
+        return self._encode_seeded(x, generator, None)
+
+    def _encode_seeded(self, x, generator, seed):
+        if seed is None:
+            seed = draw_seed(generator)
         x64 = x.to(torch.float64)
         norms, out = [], BitWriter(x.device)
         for first, nb, n in self._groups(x.numel()):
@@ -136,12 +140,14 @@ class Spherical(Compressor):
     def _validate(self, m: Message) -> None:
         self._decode(m)
 
-    def body_bytes(self, d, meta):
-        seed, nbits = meta
+    def meta_layout(self, d):
+        return (SEED, SENT)
+
+    def _message_bits(self, d, meta):
         nblocks = sum(nb for _, nb, _ in self._groups(d))
-        if not (isinstance(seed, int) and 0 <= seed < 2**32 and isinstance(nbits, int) and nbits >= nblocks):
-            raise ValueError(f"seed={seed!r}, nbits={nbits!r}")
-        return 4 * nblocks + packed_bytes(nbits)
+        if meta[1] < nblocks:  # a Rice code takes a bit at least
+            raise ValueError(f"nbits={meta[1]} for {nblocks} blocks")
+        return 32 * nblocks + meta[1]
 
     def delta(self, d):
         return 1 / (1 - self.alpha)

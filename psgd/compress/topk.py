@@ -80,8 +80,9 @@ def unpack_sparse(body: torch.Tensor, k: int, d: int) -> tuple[torch.Tensor, tor
     return values, idx
 
 
-def sparse_body_bytes(k: int, d: int) -> int:
-    return 4 * k + math.ceil(k * index_bits(d) / 8)
+def sparse_bits(k: int, d: int) -> int:
+    """k fp32 values and k indices: k(32 + IDX)."""
+    return k * (32 + index_bits(d))
 
 
 def validate_sparse(name: str, body: torch.Tensor, k: int, d: int) -> None:
@@ -119,18 +120,14 @@ class TopK(Compressor):
         out[idx] = values.to(m.dtype)
         return out
 
-    def body_bytes(self, d, meta):
-        (k,) = meta
-        if not (isinstance(k, int) and 0 <= k <= d):
-            raise ValueError(f"k={k!r} for d={d}")
-        return sparse_body_bytes(k, d)
-
     def _validate(self, m: Message) -> None:
         validate_sparse(self.name, m.body, m.meta[0], m.d)
 
-    def bits(self, d):
-        k = resolve_k(self.name, d, self.ratio, self.k)
-        return k * (32 + index_bits(d))
+    def meta_layout(self, d):
+        return (resolve_k(self.name, d, self.ratio, self.k),)
+
+    def _bits(self, d):
+        return sparse_bits(resolve_k(self.name, d, self.ratio, self.k), d)
 
     def delta(self, d):
         return d / resolve_k(self.name, d, self.ratio, self.k)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from psgd.compress.base import Compressor, Message, check_fits, packed_bytes
+from psgd.compress.base import Compressor, Message, check_fits
 from psgd.compress.dithering import (
     check_levels,
     natural_dither_omega,
@@ -81,13 +81,10 @@ class _TopKThen(Compressor):
         out[idx] = values.to(m.dtype)
         return out
 
-    def body_bytes(self, d, meta):
-        (k,) = meta
-        if not (isinstance(k, int) and 1 <= k <= d):
-            raise ValueError(f"k={k!r} for d={d}")
-        return self.prefix_bytes + packed_bytes(k * (self.code_bits() + index_bits(d)))
+    def meta_layout(self, d):
+        return (self._k(d),)
 
-    def bits(self, d):
+    def _bits(self, d):
         return 8 * self.prefix_bytes + self._k(d) * (self.code_bits() + index_bits(d))
 
     def delta(self, d):

@@ -10,6 +10,8 @@ part give every code length at once, with no sequential scan over the stream.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 from psgd.errors import FrameError
@@ -164,3 +166,20 @@ def unpack_trits(reader: BitReader, n: int) -> torch.Tensor:
     if bool(trits[n:].any()):
         raise FrameError(f"{reader.what}: non-zero base-3 padding")
     return trits[:n]
+
+
+def join_bits(parts: list[torch.Tensor], nbits: list[int]) -> torch.Tensor:
+    """The first nbits[i] bits of each packed part, back to back, packed: ceil(sum / 8) bytes.
+    While every part but the last ends on a byte boundary the bytes are concatenated as they are."""
+    if all(n % 8 == 0 for n in nbits[:-1]):
+        return torch.cat([p[: -(-n // 8)] for p, n in zip(parts, nbits, strict=True)])
+    return pack_bits(torch.cat([unpack_bits(p, n) for p, n in zip(parts, nbits, strict=True)]))
+
+
+def split_bits(body: torch.Tensor, nbits: list[int], what: str) -> list[torch.Tensor]:
+    """Inverse of join_bits: each part packed on its own (the last keeps the body's padding bits)."""
+    if all(n % 8 == 0 for n in nbits[:-1]):
+        ends = [0, *itertools.accumulate(-(-n // 8) for n in nbits)]
+        return [body[a:b].clone() for a, b in itertools.pairwise(ends)]
+    reader = BitReader(body, sum(nbits), what)
+    return [pack_bits(reader.bits(n)) for n in nbits]
