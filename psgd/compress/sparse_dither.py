@@ -8,11 +8,12 @@ k_i in N and s_i = sign(u_i k_i) in {-1, 0, 1}.
     coordinate variance <= (2h)^2/4 ||x||^2, so U(omega) with omega = nu [D].
 Wire (the paper's structure): gamma in 31 bits (the fp32 without its sign bit); the signs
 s in {-1, 0, 1}^d; then each k_i > 0 in unary, k_i bits (k_i - 1 zeros and a one), sum_i k_i
-bits. The signs are packed in base 3, 29 to 46 bits: d log2(3) bits (+0.08%) as the paper's
-randomised count. The paper's deterministic count codes the support by enumeration,
-log2 d + log2 C(d, n0) + (d - n0) bits, at most d log2(3) + log2 d; exact enumerative
-coding needs sequential big-integer arithmetic, so this codec spends the base-3 count for
-both. bits = 31 + 46 ceil(d/29) + sum_i k_i, data-dependent (the exact length is in the header).
+bits. The signs are packed in base 3, 29 to 46 bits, the last m = d mod 29 in ceil(m log2 3)
+bits: d log2(3) bits (+0.08%) as the paper's randomised count. The paper's deterministic
+count codes the support by enumeration, log2 d + log2 C(d, n0) + (d - n0) bits, at most
+d log2(3) + log2 d; exact enumerative coding needs sequential big-integer arithmetic, so
+this codec spends the base-3 count for both. bits = 31 + 46 floor(d/29) + ceil((d mod 29)
+log2 3) + sum_i k_i, data-dependent (the exact length is in the header).
 Paper bounds at nu = 0.1 [S: P2 poster]: deterministic <= 3.35d + log d + 30 (worst case);
 randomised E bits <= (log2 3 + 1/(2 sqrt(nu)))d + log d + 30.
 """
@@ -43,7 +44,7 @@ class SparseDither(Compressor):
     name = "sparse_dither"
     summary = "paper 2's sparse dithering: levels 2h k, h = sqrt(nu/d); base-3 signs + unary magnitudes"
     klass = "C(nu), B3(1/(1-nu)); random: U(nu)"
-    wire_bits = "31 + 46 ceil(d/29) + sum_i k_i"
+    wire_bits = "31 + 46 floor(d/29) + ceil((d mod 29) log2 3) + sum_i k_i"
 
     def __post_init__(self):
         if not self.nu > 0:
@@ -70,7 +71,7 @@ class SparseDither(Compressor):
         trits = torch.where(k > 0, torch.where(x < 0, 2, 1), 0)
         out = BitWriter(x.device)
         out.uints(gamma.reshape(1).view(torch.int32).to(torch.int64), GAMMA_BITS)
-        pack_trits(out, trits)
+        pack_trits(out, trits, tight=True)
         out.unary(k[k > 0] - 1)
         return (out.nbits,), out.packed()
 
@@ -80,7 +81,7 @@ class SparseDither(Compressor):
         gamma = r.uints(1, GAMMA_BITS).to(torch.int32).view(torch.float32)
         if not bool(torch.isfinite(gamma)):
             raise FrameError(f"{self.name}: bad scale")
-        trits = unpack_trits(r, m.d)
+        trits = unpack_trits(r, m.d, tight=True)
         nz = trits > 0
         k_max = math.ceil(math.sqrt(m.d / self.nu) / 2) + 1  # |u_i|/(2h) <= 1/(2h)
         k = torch.zeros(m.d, dtype=torch.int64, device=m.body.device)
@@ -102,7 +103,7 @@ class SparseDither(Compressor):
 
     def _message_bits(self, d, meta):
         (nbits,) = meta
-        if nbits < GAMMA_BITS + trit_bits(d):
+        if nbits < GAMMA_BITS + trit_bits(d, tight=True):
             raise ValueError(f"nbits={nbits} for d={d}")
         return nbits
 

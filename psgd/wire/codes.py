@@ -140,32 +140,54 @@ TRIT_GROUP_BITS = 46
 _POW3 = [3**j for j in range(TRITS_PER_GROUP)]
 
 
-def trit_bits(n: int) -> int:
-    """Bits that pack_trits uses for n trits."""
-    return TRIT_GROUP_BITS * -(-n // TRITS_PER_GROUP)
+def group_bits(m: int) -> int:
+    """ceil(m log2 3): bits of one base-3 integer of m digits (46 for a full group of 29)."""
+    return (3**m - 1).bit_length()
 
 
-def pack_trits(writer: BitWriter, trits: torch.Tensor) -> None:
-    """Base-3 digits (0, 1, 2), 29 to a 46-bit integer: ceil(n/29) * 46 bits."""
-    n = trits.numel()
+def trit_bits(n: int, tight: bool = False) -> int:
+    """Bits that pack_trits uses for n trits: ceil(n/29) groups of 46 bits, or with ``tight`` a
+    last group of m < 29 trits in ceil(m log2 3) bits."""
+    full, m = divmod(n, TRITS_PER_GROUP)
+    if not tight:
+        return TRIT_GROUP_BITS * (full + (m > 0))
+    return TRIT_GROUP_BITS * full + group_bits(m)
+
+
+def _powers(m: int, device: torch.device) -> torch.Tensor:
+    return torch.tensor(_POW3[:m], dtype=torch.int64, device=device)
+
+
+def pack_trits(writer: BitWriter, trits: torch.Tensor, tight: bool = False) -> None:
+    """Base-3 digits (0, 1, 2), 29 to a 46-bit integer; the last group zero-padded, or with
+    ``tight`` its m digits in ceil(m log2 3) bits: trit_bits(n, tight) bits in all."""
     t = trits.to(torch.int64)
-    pad = (-n) % TRITS_PER_GROUP
-    if pad:
-        t = torch.cat([t, t.new_zeros(pad)])
-    powers = torch.tensor(_POW3, dtype=torch.int64, device=t.device)
-    writer.uints((t.view(-1, TRITS_PER_GROUP) * powers).sum(1), TRIT_GROUP_BITS)
+    full, m = divmod(t.numel(), TRITS_PER_GROUP)
+    if m and not tight:
+        full, m, t = full + 1, 0, torch.cat([t, t.new_zeros(TRITS_PER_GROUP - m)])
+    head = t[: full * TRITS_PER_GROUP].view(-1, TRITS_PER_GROUP)
+    writer.uints((head * _powers(TRITS_PER_GROUP, t.device)).sum(1), TRIT_GROUP_BITS)
+    if m:
+        writer.uints((t[full * TRITS_PER_GROUP :] * _powers(m, t.device)).sum().reshape(1), group_bits(m))
 
 
-def unpack_trits(reader: BitReader, n: int) -> torch.Tensor:
-    """Inverse of pack_trits: n base-3 digits as int64; a group >= 3^29 or non-zero padding is malformed."""
-    groups = reader.uints(-(-n // TRITS_PER_GROUP), TRIT_GROUP_BITS)
-    if groups.numel() and int(groups.max()) >= 3**TRITS_PER_GROUP:
+def _digits(reader: BitReader, groups: torch.Tensor, m: int) -> torch.Tensor:
+    """The m low base-3 digits of each group; a group >= 3^m is malformed."""
+    if groups.numel() and int(groups.max()) >= 3**m:
         raise FrameError(f"{reader.what}: base-3 group out of range")
-    powers = torch.tensor(_POW3, dtype=torch.int64, device=groups.device)
-    trits = (groups.unsqueeze(1) // powers % 3).view(-1)
-    if bool(trits[n:].any()):
-        raise FrameError(f"{reader.what}: non-zero base-3 padding")
-    return trits[:n]
+    return (groups.unsqueeze(1) // _powers(m, groups.device) % 3).view(-1)
+
+
+def unpack_trits(reader: BitReader, n: int, tight: bool = False) -> torch.Tensor:
+    """Inverse of pack_trits: n base-3 digits as int64; a group out of range or non-zero padding is malformed."""
+    full, m = divmod(n, TRITS_PER_GROUP)
+    if not tight:
+        trits = _digits(reader, reader.uints(-(-n // TRITS_PER_GROUP), TRIT_GROUP_BITS), TRITS_PER_GROUP)
+        if bool(trits[n:].any()):
+            raise FrameError(f"{reader.what}: non-zero base-3 padding")
+        return trits[:n]
+    head = _digits(reader, reader.uints(full, TRIT_GROUP_BITS), TRITS_PER_GROUP)
+    return torch.cat([head, _digits(reader, reader.uints(1 if m else 0, group_bits(m)), m)])
 
 
 def join_bits(parts: list[torch.Tensor], nbits: list[int]) -> torch.Tensor:
