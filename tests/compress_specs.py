@@ -36,6 +36,8 @@ SPECS = [
     "per_layer(randk:k=1,shared_seed=true, layers=LAYERS)",
     "bucket(scaled_sign, size=16)",
     "bucket(qsgd:s=2,coding=elias, size=24)",
+    "per_layer(hard_threshold:lam=0.8, layers=LAYERS)",
+    "bucket(sparse_dither:nu=0.2, size=40)",
     "scaled(natural)",
     "scaled(randk:ratio=0.25,shared_seed=false)",
 ]

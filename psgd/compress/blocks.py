@@ -96,7 +96,7 @@ class _Blockwise(Compressor):
         if reader is None:
             bodies = split_bits(m.body, nbits, self.name)
         else:
-            bodies = [pack_bits(reader.bits(k)) for k in nbits]
+            bodies = [pack_bits(reader.bits(k)) if k else m.body.new_empty(0) for k in nbits]
             reader.finish()
         return [Message(inner.name, n, m.dtype, meta, body) for n, meta, body in zip(sizes, metas, bodies, strict=True)]
 
