@@ -16,12 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="bench", required=True)
     modules = {}
     for name, path in BENCHES.items():
-        try:
-            modules[name] = importlib.import_module(path)
-        except ModuleNotFoundError as e:
-            if e.name != path:
-                raise
-            continue  # a benchmark not built yet
+        modules[name] = importlib.import_module(path)
         p = sub.add_parser(name, help=modules[name].__doc__.splitlines()[0])
         p.add_argument("--out", help="also write the JSON to this file")
         modules[name].add_arguments(p)
