@@ -52,6 +52,7 @@ def require_unbiased(method) -> None:
 class DIANA(SGD):
     name = "diana"
     Options = DIANAOptions
+    server_state = worker_state = State
 
     def check(self) -> None:
         self.require_dense_downlink()
@@ -81,14 +82,6 @@ class DIANA(SGD):
         why = f"DIANA{', shared randomness' if shared else ''}: lr <= min(alpha/(2 mu), 1/(({bound}) L))"
         why += f", alpha = {a:g}, omega = {w:g}, n = {c.n}"
         return lr, f"{why}, L = {L:g}, mu = {c.mu:g}"
-
-    def server_init(self, x0, ctx):
-        replica, down = super().server_init(x0, ctx)
-        return State(replica.x, replica.opt, torch.zeros_like(x0)), down
-
-    def worker_init(self, init, ctx):
-        replica = super().worker_init(init, ctx)
-        return State(replica.x, replica.opt, torch.zeros_like(replica.x))
 
     def worker_step(self, state: State, down, oracle, ctx):
         self.apply_downlink(state, down, ctx)

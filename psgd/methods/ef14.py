@@ -49,6 +49,7 @@ class ServerState(Replica):
 class EF14(SGD):
     name = "ef14"
     Options = EF14Options
+    server_state, worker_state = ServerState, WorkerState
 
     def theory_lr(self):
         """Paper 1's distributed EF theorem (SPEC 3.2), full gradients (B = 0): lr <= 1/(14 (2 delta + B) L)."""
@@ -68,13 +69,10 @@ class EF14(SGD):
         return 1.0 if self.options.error_units == "lr" else self.options.lr_at(round)
 
     def server_init(self, x0, ctx):
-        replica, down = super().server_init(x0, ctx)
-        error = torch.zeros_like(x0) if self.keeps_global_error() else None
-        return ServerState(replica.x, replica.opt, error), down
-
-    def worker_init(self, init, ctx):
-        replica = super().worker_init(init, ctx)
-        return WorkerState(replica.x, replica.opt, torch.zeros_like(replica.x))
+        state, down = super().server_init(x0, ctx)
+        if not self.keeps_global_error():
+            state.global_error = None
+        return state, down
 
     def worker_step(self, state: WorkerState, down, oracle, ctx):
         self.apply_downlink(state, down, ctx)

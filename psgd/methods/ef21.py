@@ -63,6 +63,7 @@ def ef21_step(alpha: float, L: float, L_tilde: float | None, mu: float | None) -
 class EF21(SGD):
     name = "ef21"
     Options = MethodOptions
+    server_state, worker_state = ServerState, WorkerState
 
     def check(self) -> None:
         self.require_dense_downlink()
@@ -80,14 +81,6 @@ class EF21(SGD):
     def tracked(self, state: WorkerState, oracle, round: int) -> torch.Tensor:
         """The vector g_i tracks: the full local gradient for EF21."""
         return oracle(state.x)
-
-    def server_init(self, x0, ctx):
-        replica, down = super().server_init(x0, ctx)
-        return ServerState(replica.x, replica.opt, torch.zeros_like(x0)), down
-
-    def worker_init(self, init, ctx):
-        replica = super().worker_init(init, ctx)
-        return WorkerState(replica.x, replica.opt, torch.zeros_like(replica.x))
 
     def worker_step(self, state: WorkerState, down, oracle, ctx):
         self.apply_downlink(state, down, ctx)

@@ -59,6 +59,7 @@ class ServerState(Replica):
 class LIEC(SGD):
     name = "liec"
     Options = LIECOptions
+    server_state, worker_state = ServerState, WorkerState
 
     def theory_lr(self):
         """Theorem 1: lr < delta/(10 L), delta the contraction of the compressors (both directions)."""
@@ -82,14 +83,6 @@ class LIEC(SGD):
 
     def downlink_codecs(self, round: int):
         return [IDENTITY] * self.parts() if self.sync(round) else [self.downlink]
-
-    def server_init(self, x0, ctx):
-        replica, down = super().server_init(x0, ctx)
-        return ServerState(replica.x, replica.opt, torch.zeros_like(x0)), down
-
-    def worker_init(self, init, ctx):
-        replica = super().worker_init(init, ctx)
-        return WorkerState(replica.x, replica.opt, torch.zeros_like(replica.x))
 
     def apply_downlink(self, state: WorkerState, down, ctx) -> None:
         if not down:

@@ -18,7 +18,7 @@ drawn from the worker's own generator (never sent, nothing extra on the wire).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 
 import torch
 
@@ -94,6 +94,8 @@ def cgd_classes(c: Compressor, d: int) -> dict[str, tuple[float, float, str]]:
 class SGD(Method):
     name = "sgd"
     Options = SGDOptions
+    server_state: type[Replica] = Replica  # subclasses: Replica plus their own tensors, zero at the start
+    worker_state: type[Replica] = Replica
 
     def theory_lr(self):
         """Paper 1's CGD table (SPEC 3.1), single node, full gradient: U(zeta): 1/(zeta L);
@@ -132,11 +134,16 @@ class SGD(Method):
         lr, rho = CGD_TABLE[want]
         return lr_L / L, f"paper 1, CGD with C in {want}({params}): lr = {lr}, rho = {rho}, L = {L:g}"
 
+    def replica(self, cls: type[Replica], x: torch.Tensor) -> Replica:
+        """cls with x, its SGD step, and zeros like x in every further field without a default."""
+        zeros = [torch.zeros_like(x) for f in fields(cls)[2:] if f.default is MISSING]
+        return cls(x, SGDStep(self.options, self.decay_mask), *zeros)
+
     def server_init(self, x0, ctx):
-        return Replica(x0.clone(), SGDStep(self.options, self.decay_mask)), [self.init_codecs()[0].encode(x0)]
+        return self.replica(self.server_state, x0.clone()), [self.init_codecs()[0].encode(x0)]
 
     def worker_init(self, init, ctx):
-        return Replica(init[0].clone(), SGDStep(self.options, self.decay_mask))
+        return self.replica(self.worker_state, init[0].clone())
 
     def step_lr(self, round: int) -> float:
         return self.options.lr_at(round)
