@@ -163,15 +163,6 @@ def test_ef21_converges_linearly_under_pl_on_heterogeneous_quadratics():
 LOGREG_WORKERS = 4
 
 
-@pytest.fixture
-def one_thread():
-    """Small models: one intra-op thread (as the MPI ranks run) avoids thread contention on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def logreg_job(method: dict, rounds: int):
     """L2-regularised (l2 = 0.5: mu = 0.5, L ~ 6.2) softmax regression on digits, full-shard gradients;
     the job, its task, and a lower bound on f* from plain GD: f* >= f(x) - ||grad f(x)||^2/(2 mu)."""

@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 
 from psgd import config
 from psgd.runtime.simulate import run_in_process
@@ -39,15 +38,6 @@ def test_full_setting_has_a_cpu_variant_with_the_same_method(path):
     full, cpu = config.load(path), config.load(path.with_name(path.stem + "_cpu.toml"))
     assert cpu.method.name == full.method.name and workers(path) == workers(path.with_name(path.stem + "_cpu.toml"))
     assert cpu.rounds <= 300 and (cpu.task.name != "cifar" or cpu.task.dataset == "synthetic")
-
-
-@pytest.fixture
-def one_thread():
-    """One torch thread per process, as python -m psgd.train runs (two threads on a busy 2-core box crawl)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 SMALL_EVAL = ["task.synthetic_train=128", "task.synthetic_test=32", "task.eval_batch=32", "task.bn_batches=1"]
