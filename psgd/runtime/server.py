@@ -174,36 +174,47 @@ class ServerNode:
         if not self.method.local_models(t):
             return self.method.server_model(self.state)
         request = encode_frame(Frame(Kind.EVAL, t + 1, 0, [], [down]))
+        what = f"its model for the evaluation after round {t}"
+        models = self.ask_workers(
+            transport, t + 1, request, len(request) - len(down), Kind.MODEL, self.eval_bytes, what
+        )
+        ref = self.method.server_model(self.state)  # the workers' models have its dtype and size
+        total = torch.zeros_like(ref)
+        for w, model in enumerate(models, start=1):
+            if len(model) != ref.numel() * ref.element_size():
+                raise PsgdError(f"worker {w} could not send {what}: {len(model)} bytes for d = {ref.numel()}")
+            total.add_(torch.frombuffer(bytearray(model), dtype=ref.dtype).to(self.device))
+        return total.div_(self.n)
+
+    def ask_workers(
+        self, transport: Transport, round: int, request: bytes, header: int, reply: Kind, ledger: Ledger, what: str
+    ) -> list[memoryview]:
+        """Send ``request`` to every worker and return each one's one-part ``reply`` (of the
+        request's round), counting both ways in ``ledger`` (checkpoint or evaluation traffic)."""
         for w in range(1, self.n + 1):
             transport.send(w, request)
-            self.eval_bytes.sent(w, len(request), len(request) - len(down))
-        ref = self.method.server_model(self.state)  # the workers' models have its dtype and size
-        total, size = torch.zeros_like(ref), ref.numel() * ref.element_size()
+            ledger.sent(w, len(request), header)
+        parts = []
         for w in range(1, self.n + 1):
             data = transport.recv(w)
-            frame = decode_frame(data, sender=w, round=t + 1)
-            self.eval_bytes.received(w, len(data), len(data) - frame.body_len)
-            if frame.kind != Kind.MODEL or len(frame.parts) != 1 or len(frame.parts[0]) != size:
+            frame = decode_frame(data, sender=w, round=round)
+            ledger.received(w, len(data), len(data) - frame.body_len)
+            if frame.kind != reply or len(frame.parts) != 1:
                 text = frame.info[0] if frame.kind == Kind.ERROR and frame.info else frame.kind.name
-                raise PsgdError(f"worker {w} could not send its model for the evaluation after round {t}: {text}")
-            total.add_(torch.frombuffer(bytearray(frame.parts[0]), dtype=ref.dtype).to(self.device))
-        return total.div_(self.n)
+                raise PsgdError(f"worker {w} could not send {what}: {text}")
+            parts.append(frame.parts[0])
+        return parts
 
     def save(self, transport: Transport, next_round: int, down: bytes, header: int, elapsed: float) -> None:
         """Write a checkpoint taken between rounds: next_round's downlink is built, not sent."""
         snapshot, snapshot_header = pack(Kind.SNAPSHOT, next_round, 0, [])
-        for w in range(1, self.n + 1):
-            transport.send(w, snapshot)
-            self.checkpoint_bytes.sent(w, len(snapshot), snapshot_header)
+        what = f"its state for the checkpoint of round {next_round}"
+        states = self.ask_workers(
+            transport, next_round, snapshot, snapshot_header, Kind.STATE, self.checkpoint_bytes, what
+        )
         tensors, scalars = checkpoint.capture(self.state, "server.")
-        for w in range(1, self.n + 1):
-            data = transport.recv(w)
-            frame = decode_frame(data, sender=w, round=next_round)
-            self.checkpoint_bytes.received(w, len(data), len(data) - frame.body_len)
-            if frame.kind != Kind.STATE or len(frame.parts) != 1:
-                text = frame.info[0] if frame.kind == Kind.ERROR and frame.info else frame.kind.name
-                raise PsgdError(f"worker {w} could not send its state for the checkpoint of round {next_round}: {text}")
-            tensors[f"worker{w}"] = torch.frombuffer(bytearray(frame.parts[0]), dtype=torch.uint8)
+        for w, state in enumerate(states, start=1):
+            tensors[f"worker{w}"] = torch.frombuffer(bytearray(state), dtype=torch.uint8)
         tensors["down"] = torch.frombuffer(bytearray(down), dtype=torch.uint8)
         meta = {
             "round": next_round,
