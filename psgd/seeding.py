@@ -17,6 +17,9 @@ def derive_seed(seed: int, rank: int, round: int, purpose: str) -> int:
 
 
 def generator(seed: int, rank: int, round: int, purpose: str, device: str | torch.device = "cpu") -> torch.Generator:
+    """The generator of (seed, rank, round, purpose) on device. Compressors get CPU ones
+    (``Context.rng``): they draw only keys and seeds from it, their per-coordinate draws being
+    counter-based, so a GPU worker sends the bytes a CPU one would."""
     g = torch.Generator(device=device)
     g.manual_seed(derive_seed(seed, rank, round, purpose))
     return g

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, fields
-from typing import ClassVar
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
 
 import msgpack
 import torch
@@ -31,13 +31,19 @@ SENT = "sent"  # in a meta layout: a count or length that depends on x
 
 @dataclass(frozen=True, eq=False)
 class Message:
-    """One compressed vector: header fields plus a packed uint8 body."""
+    """One compressed vector: header fields plus a packed uint8 body.
+
+    ``parsed`` holds what a codec read out of the body once (by ``from_bytes`` when it validated
+    the body, or by the encoder when it had the parts at hand): ``decode`` and ``accumulate``
+    use it instead of parsing again. It never crosses the wire.
+    """
 
     codec: str
     d: int
     dtype: torch.dtype
     meta: tuple
     body: torch.Tensor
+    parsed: Any = field(default=None, repr=False)
 
     def header(self) -> bytes:
         return msgpack.packb([self.codec, self.d, DTYPES[self.dtype], *self.meta])
@@ -103,6 +109,14 @@ class Compressor(ABC):
     Subclasses are frozen dataclasses (their fields are the spec's parameters) and
     implement ``_encode``, ``_decode`` and ``_bits`` (or, when x changes the count,
     ``meta_layout`` and ``_message_bits``). Every body is ``ceil(bits(message) / 8)`` bytes.
+
+    The hot path, for codecs that implement them (defaults go through ``_decode``):
+      * ``_parse(m)``: read and validate the body once; ``from_bytes`` stores the result in
+        ``m.parsed`` (an encoder may set it too), which ``_decode`` and ``_accumulate`` use;
+      * ``_accumulate(m, out, weight)``: out += weight * C(x) without a dense temporary
+        (a scatter-add for sparse codecs, arithmetic on packed codes for dense ones): how the
+        server aggregates uplinks as they arrive, and how error feedback takes C(x) off its error;
+      * ``_encode_reconstruct(x, generator)``: the message and C(x) from one pass.
     """
 
     name: ClassVar[str]
@@ -130,10 +144,59 @@ class Compressor(ABC):
         return Message(self.name, x.numel(), x.dtype, tuple(meta), body)
 
     def decode(self, m: Message) -> torch.Tensor:
+        """C(x) as a dense tensor of the message's dtype, on the body's device."""
         return self._decode(m)
 
-    def from_bytes(self, data: bytes, device: str | torch.device = "cpu") -> Message:
-        """Parse and validate bytes produced by ``to_bytes``; malformed bytes raise FrameError."""
+    def accumulate(self, m: Message, out: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
+        """out += weight * decode(m), in place, and return out (out has m.d elements).
+        With weight 1 the sum is the same floats as ``out + decode(m)``."""
+        if out.numel() != m.d:
+            raise ValueError(f"{self.name}: accumulate into {out.numel()} elements, message has d = {m.d}")
+        self._accumulate(m, out, float(weight))
+        return out
+
+    def decode_into(self, m: Message, out: torch.Tensor) -> torch.Tensor:
+        """out = decode(m), written into an existing buffer."""
+        out.zero_()
+        return self.accumulate(m, out)
+
+    def encode_reconstruct(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Message, torch.Tensor]:
+        """(encode(x), C(x)) where C(x) is the dense decode of that message, bit for bit, from
+        the encoder's own pass where the codec can (error feedback needs both)."""
+        check_input(x)
+        meta, body, rec = self._encode_reconstruct(x, generator)
+        m = Message(self.name, x.numel(), x.dtype, tuple(meta), body)
+        return m, (self._decode(m) if rec is None else rec)
+
+    def _encode_reconstruct(self, x, generator) -> tuple[tuple, torch.Tensor, torch.Tensor | None]:
+        """(meta, body, C(x) or None to decode the message)."""
+        meta, body = self._encode(x, generator)
+        return meta, body, None
+
+    def _accumulate(self, m: Message, out: torch.Tensor, weight: float) -> None:
+        y = self._decode(m)
+        if weight == 1.0:
+            out.add_(y)
+        else:
+            out.add_(y, alpha=weight)
+
+    def parsed(self, m: Message):
+        """m's parsed body: what from_bytes or the encoder stored, else parsed now (and kept)."""
+        if m.parsed is None:
+            object.__setattr__(m, "parsed", self._parse(m))
+        return m.parsed
+
+    def _parse(self, m: Message):
+        """Read and validate m's body (FrameError on contents no encoder writes); the result
+        is kept in m.parsed for decode and accumulate. By default nothing to read: None."""
+        return None
+
+    def from_bytes(self, data: bytes, device: str | torch.device = "cpu", d: int | None = None) -> Message:
+        """Parse and validate bytes produced by ``to_bytes``; malformed bytes raise FrameError.
+        ``d``, when given, is the size the receiver expects: a message of another size is refused
+        before its body is read. The body is read in place where ``data`` is writable."""
         unpacker = msgpack.Unpacker(max_buffer_size=MAX_MESSAGE_HEADER * 2, raw=False)
         unpacker.feed(bytes(data[: MAX_MESSAGE_HEADER * 2]))
         try:
@@ -143,11 +206,14 @@ class Compressor(ABC):
         offset = unpacker.tell()
         if not (isinstance(header, list) and len(header) >= 3):
             raise FrameError(f"{self.name}: message header is not an array")
-        codec, d, dtype_code, *meta = header
+        codec, header_d, dtype_code, *meta = header
         if codec != self.name:
             raise FrameError(f"{self.name}: message is for codec {codec!r}")
-        if not (isinstance(d, int) and d >= 1):
-            raise FrameError(f"{self.name}: bad dimension {d!r}")
+        if not (isinstance(header_d, int) and not isinstance(header_d, bool) and header_d >= 1):
+            raise FrameError(f"{self.name}: bad dimension {header_d!r}")
+        if d is not None and header_d != d:
+            raise FrameError(f"{self.name}: message of dimension {header_d}, expected {d}")
+        d = header_d
         if dtype_code not in DTYPE_OF_CODE:
             raise FrameError(f"{self.name}: bad dtype code {dtype_code!r}")
         try:
@@ -157,16 +223,14 @@ class Compressor(ABC):
             raise FrameError(f"{self.name}: bad header fields ({e})") from None
         if len(data) - offset != expected:
             raise FrameError(f"{self.name}: body has {len(data) - offset} bytes, header implies {expected}")
-        if expected:
-            body = torch.frombuffer(bytearray(data[offset:]), dtype=torch.uint8)
-        else:
-            body = torch.empty(0, dtype=torch.uint8)
-        m = Message(codec, d, DTYPE_OF_CODE[dtype_code], tuple(meta), body.to(device))
+        body = body_tensor(data, offset, expected).to(device, non_blocking=True)
+        m = Message(codec, d, DTYPE_OF_CODE[dtype_code], tuple(meta), body)
         self._validate(m)
+        object.__setattr__(m, "parsed", self._parse(m))
         return m
 
     def _validate(self, m: Message) -> None:
-        """Check body contents a decoder would trust (e.g. indices < d); raise FrameError."""
+        """Check body contents a decoder would trust that ``_parse`` does not read; raise FrameError."""
 
     @abstractmethod
     def _encode(self, x: torch.Tensor, generator: torch.Generator | None) -> tuple[tuple, torch.Tensor]:
@@ -263,6 +327,18 @@ class Compressor(ABC):
         """zeta = 1 + omega of U(zeta) for an unbiased C, else None."""
         w = self.omega(d) if self.unbiased else None
         return None if w is None else 1 + w
+
+
+def body_tensor(data, offset: int, n: int) -> torch.Tensor:
+    """The n body bytes of data from offset as a uint8 tensor: a view where data is writable
+    (a bytearray or a view of one, as transports deliver), else one copy."""
+    if not n:
+        return torch.empty(0, dtype=torch.uint8)
+    view = memoryview(data)
+    if view.readonly:
+        view = memoryview(bytearray(view[offset : offset + n]))
+        offset = 0
+    return torch.frombuffer(view, dtype=torch.uint8, count=n, offset=offset)
 
 
 def fp32_bytes(n: int) -> int:

@@ -1,33 +1,28 @@
 """Where compressors get randomness from a caller's ``torch.Generator``.
 
-Draws happen on the generator's own device and move to the data's device, so one
-generator gives the same message for a CPU and a CUDA input (large uniform draws on the
-CPU come from numpy's PCG64, seeded by the generator). With ``generator=None``
-the device's default generator is used. Shared randomness (Rand-k indices) is rebuilt
-by the decoder from a 32-bit seed through a CPU generator, so it never depends on the
-device either.
+Per-coordinate uniforms come from the counter-based generator of ``psgd.kernels.rng``, keyed by
+one 64-bit draw from the generator: the same key gives the same draws on every device and in
+every kernel, so a CPU generator (what the runtime's ``Context.rng`` hands out, on every device)
+gives byte-identical messages for CPU and CUDA inputs. With ``generator=None`` the global CPU
+generator is used. Shared randomness (Rand-k indices) is rebuilt by the decoder from a 32-bit
+seed, so it never depends on the device either.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
+
+from psgd.kernels import rng
+from psgd.kernels.rng import draw_key
+
+__all__ = ["draw_key", "uniform", "normal", "draw_seed", "seeded", "hash_key", "block_seed", "hash_normal"]
 
 
 def uniform(n: int, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """n draws of U[0, 1) on like's device, float64 for float64 data and float32 otherwise.
-
-    A CPU generator (or none, for CPU data) seeds numpy's PCG64 with one 64-bit draw: the
-    same distribution at about twice the speed of torch's CPU generator for large n.
-    """
-    dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
-    device = generator.device if generator is not None else like.device
-    if device.type != "cpu":
-        return torch.rand(n, dtype=dtype, device=device, generator=generator).to(like.device)
-    seed = int(torch.randint(-(2**63), 2**63 - 1, (), dtype=torch.int64, generator=generator)) % 2**64
-    rng = np.random.Generator(np.random.PCG64(seed))
-    draws = rng.random(n, dtype=np.float64 if dtype == torch.float64 else np.float32)
-    return torch.from_numpy(draws).to(like.device)
+    """n draws of U[0, 1) on like's device (float64 with 53 random bits for float64 data, fp32
+    with 24 otherwise): the counter-based reference, keyed by one 64-bit draw from generator.
+    Fused kernels take ``draw_key(generator)`` themselves and reproduce these draws."""
+    return rng.uniform(draw_key(generator), n, like)
 
 
 def normal(shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

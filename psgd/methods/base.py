@@ -38,8 +38,8 @@ class Context:
     device: torch.device
 
     def rng(self, purpose: str, shared: bool = False) -> torch.Generator:
-        """Generator for (seed, rank, round, purpose); shared=True gives every rank the same one."""
-        return generator(self.seed, -1 if shared else self.rank, self.round, purpose, self.device)
+        """CPU generator for (seed, rank, round, purpose); shared=True gives every rank the same one."""
+        return generator(self.seed, -1 if shared else self.rank, self.round, purpose)
 
 
 class Method(ABC):

@@ -158,7 +158,7 @@ class SGD(Method):
         g = oracle(state.x)
         r = self.options.perturbation
         if r:
-            noise = torch.randn(g.numel(), generator=ctx.rng("perturbation"), device=g.device, dtype=g.dtype)
+            noise = torch.randn(g.numel(), generator=ctx.rng("perturbation"), dtype=g.dtype).to(g.device)
             g = g + (r / math.sqrt(g.numel())) * noise
         return [self.uplink.encode(g, ctx.rng("uplink"))]
 

@@ -1,0 +1,85 @@
+"""A counter-based random generator: the draw for coordinate i is a pure function of (key, i).
+
+Any implementation (the torch reference here, the numba and Triton kernels) and any order of
+evaluation gives the same draws, so a message is the same bytes on every device. The key is one
+64-bit draw from the caller's ``torch.Generator`` (``draw_key``), i.e. from (seed, rank, round,
+purpose) in a job.
+
+    h(i) = mix(mix(i xor k0) xor k1),  k0, k1 the low and high 32 bits of the key,
+    mix  = the lowbias32 integer hash (a bijection of 32-bit words: x ^= x >> 16; x *= 0x7feb352d;
+           x ^= x >> 15; x *= 0x846ca68b; x ^= x >> 16),
+    u(i) = (h(i) >> 8) 2^-24, exactly representable in fp32, uniform on {0, 2^-24, ..., 1 - 2^-24}.
+
+For float64 data, u64(i) = ((h(2i) >> 5) 2^26 + (h(2i + 1) >> 6)) 2^-53 takes 53 bits.
+Coordinates are counted as 32-bit words (d < 2^32, 2^31 for float64 data).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from psgd.kernels import device_fn
+
+M32 = 0xFFFFFFFF
+C1, C2 = 0x7FEB352D, 0x846CA68B
+
+
+def draw_key(generator: torch.Generator | None) -> int:
+    """One 64-bit key from the generator (the global CPU generator when None)."""
+    device = generator.device if generator is not None else "cpu"
+    return int(torch.randint(-(2**63), 2**63 - 1, (), dtype=torch.int64, generator=generator, device=device)) % 2**64
+
+
+def split(key: int) -> tuple[int, int]:
+    return key & M32, (key >> 32) & M32
+
+
+def mix_ref(v: torch.Tensor) -> torch.Tensor:
+    """lowbias32 on int64 lanes holding 32-bit values (products masked back to 32 bits)."""
+    v = v ^ (v >> 16)
+    v = (v * C1) & M32
+    v = v ^ (v >> 15)
+    v = (v * C2) & M32
+    return v ^ (v >> 16)
+
+
+def hash_ref(key: int, i: torch.Tensor) -> torch.Tensor:
+    """h(i) for int64 counters i (32-bit values) as int64."""
+    k0, k1 = split(key)
+    return mix_ref(mix_ref(i ^ k0) ^ k1)
+
+
+def uniform_ref(key: int, n: int, device: torch.device | str = "cpu", start: int = 0) -> torch.Tensor:
+    """u(start), ..., u(start + n - 1) in fp32: the reference every kernel must reproduce."""
+    i = torch.arange(start, start + n, dtype=torch.int64, device=device)
+    return (hash_ref(key, i) >> 8).to(torch.float32) * 2.0**-24
+
+
+def uniform64_ref(key: int, n: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """u64(0), ..., u64(n - 1) in float64 (53 random bits each)."""
+    i = torch.arange(n, dtype=torch.int64, device=device)
+    hi, lo = hash_ref(key, 2 * i) >> 5, hash_ref(key, 2 * i + 1) >> 6
+    return ((hi << 26) + lo).to(torch.float64) * 2.0**-53
+
+
+def uniform(key: int, n: int, like: torch.Tensor) -> torch.Tensor:
+    """n uniforms on like's device: float64 (53 bits) for float64 data, fp32 otherwise."""
+    if like.dtype == torch.float64:
+        return uniform64_ref(key, n, like.device)
+    return uniform_ref(key, n, like.device)
+
+
+@device_fn
+def mix(v):
+    """lowbias32 of a 32-bit value held in a 64-bit integer (numba)."""
+    v ^= v >> 16
+    v = (v * 0x7FEB352D) & 0xFFFFFFFF
+    v ^= v >> 15
+    v = (v * 0x846CA68B) & 0xFFFFFFFF
+    return v ^ (v >> 16)
+
+
+@device_fn
+def uniform_at(k0, k1, i):
+    """u(i) in fp32 for kernels: k0, k1 and i as 64-bit integers (numba)."""
+    return (mix(mix(i ^ k0) ^ k1) >> 8) * 5.9604644775390625e-08
