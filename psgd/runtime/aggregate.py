@@ -1,0 +1,48 @@
+"""The server's running aggregate: each uplink is added as its frame lands, part by part.
+
+``Aggregator.add(w, messages)`` takes the parsed messages of worker w in any arrival order; they
+are accumulated (``Compressor.accumulate``: scatter-adds, arithmetic on packed codes, no dense
+temporaries) into one preallocated buffer per part strictly in rank order, a worker that lands
+early waiting, parsed, for the ranks before it. So the sum is the same floats whatever the
+arrival order, under MPI and in the in-process simulation alike: (((0 + c_1) + c_2) + ...) / n,
+the mean a method's server rule reads.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from psgd.compress import Compressor, Message
+
+
+class Aggregator:
+    def __init__(self, n: int, d: int, dtype: torch.dtype, device: torch.device) -> None:
+        self.n, self.d, self.dtype, self.device = n, d, dtype, device
+        self.buffers: list[torch.Tensor] = []
+        self.codecs: list[Compressor] = []
+        self.waiting: dict[int, list[Message]] = {}
+        self.next = 1
+
+    def start(self, codecs: list[Compressor]) -> None:
+        """Begin a round whose uplinks have one part per codec."""
+        while len(self.buffers) < len(codecs):  # allocated once, reused every round
+            self.buffers.append(torch.empty(self.d, dtype=self.dtype, device=self.device))
+        self.codecs, self.waiting, self.next = codecs, {}, 1
+
+    def add(self, w: int, messages: list[Message]) -> None:
+        """Worker w's parsed messages; added now if every lower rank is in, else when they are."""
+        self.waiting[w] = messages
+        while self.next in self.waiting:
+            for codec, m, out in zip(self.codecs, self.waiting.pop(self.next), self.buffers, strict=False):
+                if self.next == 1:
+                    codec.decode_into(m, out)
+                else:
+                    codec.accumulate(m, out)
+            self.next += 1
+
+    def means(self) -> list[torch.Tensor]:
+        """(1/n) sum_i c_i for each part, once all n workers are in. The buffers are reused next
+        round: a server rule reads them, it does not keep them."""
+        if self.next != self.n + 1:
+            raise RuntimeError(f"aggregate read with {self.next - 1} of {self.n} workers in")
+        return [b.div_(self.n) for b in self.buffers[: len(self.codecs)]]
