@@ -1,1 +1,1 @@
-"""Benchmarks: ``python -m psgd.bench round|compress``, JSON on stdout (and --out FILE)."""
+"""Benchmarks: ``python -m psgd.bench round|compress``, JSON on stdout (--table: text) and --out FILE."""

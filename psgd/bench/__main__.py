@@ -1,4 +1,5 @@
-"""python -m psgd.bench {round,compress} [options]: measure, print JSON, optionally save it."""
+"""python -m psgd.bench {round,compress} [options]: measure, print JSON (or with --table a text
+table), optionally save the JSON."""
 
 from __future__ import annotations
 
@@ -19,11 +20,12 @@ def main(argv: list[str] | None = None) -> int:
         modules[name] = importlib.import_module(path)
         p = sub.add_parser(name, help=modules[name].__doc__.splitlines()[0])
         p.add_argument("--out", help="also write the JSON to this file")
+        p.add_argument("--table", action="store_true", help="print a text table instead of the JSON")
         modules[name].add_arguments(p)
     args = parser.parse_args(argv)
     result = modules[args.bench].run(args)
     text = json.dumps(result, indent=2)
-    print(text)
+    print(modules[args.bench].table(result) if args.table else text)
     if args.out:
         Path(args.out).write_text(text + "\n")
     return 0

@@ -1,24 +1,47 @@
-"""Server cost per round (decode n uplinks + aggregate + encode the downlink) and bytes on the wire.
+"""One training round's codec and server costs, the bytes on the wire, and the break-even links.
 
-Runs the real EF14 server rule (bidirectional: the downlink uses the same compressor and
-the server keeps the global error) on the real frame code, for d = 11,173,962 (ResNet-18)
-and 4 workers by default. Times are medians over --repeat rounds, after one warm-up.
+Runs the real EF14 rules (bidirectional: the downlink uses the same compressor and the server
+keeps the global error) on the real frame code, for d = 11,173,962 (ResNet-18) and 4 workers
+by default. The uplink frames are built once by n workers and kept in bytearrays, as a
+transport delivers them. Each round then times:
+
+  server    parse        decode_frame + from_bytes of every uplink part (n frames)
+            accumulate   Aggregator.add in rank order, then the means (what the runtime does)
+            step         the method's server rule on the means (global error, downlink encode,
+                         its SGD step)
+            pack_down    the downlink frame's bytes
+  worker    step         the worker rule without its downlink step: error-feedback add, encode,
+                         C(p) taken off the error (a worker's gradient is a fixed tensor here)
+            pack_up      the uplink frame's bytes
+            down_decode  decode_frame + from_bytes + decode of the downlink frame
+
+Each figure is the best of --repeat rounds after one warm-up (the device synchronised around
+each), in ms and in copies of d fp32 (``y.copy_(x)``, timed in the same run before each codec).
+``break_even`` gives, per codec, the link below which its round beats the identity round
+(psgd.bench.links: the server's link carries the 2n frames one after another, as
+psgd.runtime.link emulates), for the measured n and projected to --project workers (the
+server's per-uplink costs scale with n, the rest does not).
 """
 
 from __future__ import annotations
 
-import statistics
-import time
+import math
 
 import torch
 
+from psgd.bench.links import RoundCost, break_even, pays
 from psgd.methods import Context, build
 from psgd.methods.ef14 import EF14Options
-from psgd.runtime.frames import pack, unpack
+from psgd.runtime.aggregate import Aggregator
+from psgd.runtime.clock import now
+from psgd.runtime.frames import pack
 from psgd.wire import decode_frame
 from psgd.wire.frame import Kind
 
 RESNET18_D = 11_173_962
+SPECS = ["identity", "scaled_sign", "natural", "qsgd:s=16", "topk:ratio=0.01"]
+IDENTITY = "identity"  # the uncompressed round every break-even figure compares with
+INFO = [0.0, 0.0, 0.0, 0.0, 0]  # an uplink's info: loss, compute s, encode s, decode s, bytes received
 
 
 def add_arguments(p) -> None:
@@ -26,55 +49,158 @@ def add_arguments(p) -> None:
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--specs", nargs="+", default=["identity", "topk:ratio=0.01", "scaled_sign"])
+    p.add_argument("--specs", nargs="+", default=SPECS, help="compressors (identity is always measured)")
+    p.add_argument("--project", nargs="+", type=int, default=[16, 64], help="worker counts to project B* to")
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+class Phases:
+    """Best seconds per named phase: ``lap(name)`` ends a phase (the device synchronised)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.best, self.counting, self.t = device, {}, False, 0.0
+
+    def begin(self, counting: bool) -> None:
+        self.counting, self.t = counting, now(self.device)
+
+    def lap(self, name: str) -> None:
+        t = now(self.device)
+        if self.counting:
+            self.best[name] = min(self.best.get(name, math.inf), t - self.t)
+        self.t = t
+
+
+def best_of(repeat: int, device: torch.device, fn) -> dict[str, float]:
+    """Per-phase best seconds over repeat calls of fn(r, lap) after one warm-up (round 0 warms up
+    allocators, kernels and caches); fn calls lap(name) at the end of each phase."""
+    phases = Phases(device)
+    for r in range(repeat + 1):
+        phases.begin(counting=r > 0)
+        fn(r, phases.lap)
+    return phases.best
+
+
+class Oracle:
+    """A worker's gradient, the same every round (the bench times codecs, not a model)."""
+
+    def __init__(self, g: torch.Tensor) -> None:
+        self.g = g
+
+    def __call__(self, x: torch.Tensor, sample: int = 0) -> torch.Tensor:
+        return self.g
 
 
 def bench_spec(spec: str, d: int, n: int, repeat: int, device: torch.device) -> dict:
     method = build(EF14Options(uplink=spec, downlink=spec))
     state, _ = method.server_init(torch.zeros(d, device=device), Context(0, 0, n, 0, device))
     g = torch.Generator(device=device).manual_seed(0)
-    frames = []
+    workers, frames = [], []
     for w in range(1, n + 1):
-        msg = method.uplink.encode(torch.randn(d, generator=g, device=device))
-        frames.append(pack(Kind.UP, 0, w, [], [msg])[0])
-    decode_ms, step_ms, down_bytes = [], [], 0
-    for r in range(repeat + 1):
-        sync(device)
-        t0 = time.perf_counter()
-        ups = [unpack(decode_frame(f, w, 0), method.uplink_codecs(0), device)[0] for w, f in enumerate(frames, 1)]
-        sync(device)
-        t1 = time.perf_counter()
-        down, _ = pack(Kind.DOWN, r + 1, 0, [], method.server_step(state, ups, Context(r, 0, n, 0, device)))
-        t2 = time.perf_counter()
-        down_bytes = len(down)
-        if r:  # the first round warms up allocators and kernels
-            decode_ms.append((t1 - t0) * 1e3)
-            step_ms.append((t2 - t1) * 1e3)
-    decode, step = statistics.median(decode_ms), statistics.median(step_ms)
+        ctx = Context(0, w, n, 0, device)
+        oracle = Oracle(torch.randn(d, generator=g, device=device))
+        workers.append((method.worker_init([torch.zeros(d, device=device)], ctx), oracle, ctx))
+        messages = method.worker_step(workers[-1][0], [], oracle, ctx)
+        frames.append(bytearray(pack(Kind.UP, 0, w, INFO, messages)[0]))
+    codecs, down_codecs = method.uplink_codecs(0), method.downlink_codecs(0)
+    aggregate = Aggregator(n, d, torch.float32, device)
+    down = bytearray()
+
+    def server(r: int, lap) -> None:
+        nonlocal down
+        parsed = []
+        for w, data in enumerate(frames, start=1):
+            frame = decode_frame(data, sender=w, round=0)
+            parsed.append([c.from_bytes(p, device, d) for c, p in zip(codecs, frame.parts, strict=True)])
+        lap("parse")
+        aggregate.start(codecs)
+        for w, messages in enumerate(parsed, start=1):
+            aggregate.add(w, messages)
+        means = aggregate.means()
+        lap("accumulate")
+        messages = method.server_step(state, means, Context(r, 0, n, 0, device))
+        lap("server_step")
+        down = bytearray(pack(Kind.DOWN, r + 1, 0, [], messages)[0])
+        lap("pack_down")
+
+    def worker(r: int, lap) -> None:
+        state, oracle, ctx = workers[0]
+        messages = method.worker_step(state, [], oracle, ctx)
+        lap("worker_step")
+        pack(Kind.UP, 0, 1, INFO, messages)
+        lap("pack_up")
+        frame = decode_frame(down, sender=0, round=None)
+        for c, p in zip(down_codecs, frame.parts, strict=True):
+            c.decode(c.from_bytes(p, device, d))
+        lap("worker_down_decode")
+
+    x, y = torch.randn(d, generator=g, device=device), torch.empty(d, device=device)
+    copy_s = best_of(repeat, device, lambda r, lap: (y.copy_(x), lap("copy")))["copy"]
+    seconds = best_of(repeat, device, server) | best_of(repeat, device, worker)
+    seconds["server_round"] = sum(seconds[k] for k in ("parse", "accumulate", "server_step", "pack_down"))
+    seconds["worker_round"] = sum(seconds[k] for k in ("worker_step", "pack_up", "worker_down_decode"))
+    up_bytes = sum(map(len, frames)) / n
+    cost = RoundCost(
+        worker_s=seconds["worker_round"],
+        server_fixed_s=seconds["server_step"] + seconds["pack_down"],
+        server_per_worker_s=(seconds["parse"] + seconds["accumulate"]) / n,
+        up_bytes=up_bytes,
+        down_bytes=len(down),
+    )
     return {
         "spec": spec,
-        "bytes_up_per_worker": len(frames[0]),
-        "bytes_down_per_worker": down_bytes,
+        "bytes_up_per_worker": up_bytes,
+        "bytes_down_per_worker": len(down),
         "fp32_bytes": 4 * d,
-        "bits_per_coordinate_up": 8 * len(frames[0]) / d,
-        "decode_ms": decode,
-        "aggregate_encode_ms": step,
-        "server_round_ms": decode + step,
+        "bits_per_coordinate_up": 8 * up_bytes / d,
+        "bits_per_coordinate_down": 8 * len(down) / d,
+        "copy_ms": copy_s * 1e3,
+        **{f"{k}_ms": s * 1e3 for k, s in seconds.items()},
+        **{f"{k}_copies": s / copy_s for k, s in seconds.items()},
+        "cost": cost,
     }
+
+
+def with_break_even(results: list[dict], n: int, project: list[int]) -> list[dict]:
+    """Each result with its break-even links against the identity round (RoundCost dropped)."""
+    base = next(r["cost"] for r in results if r["spec"] == IDENTITY)
+    out = []
+    for r in results:
+        cost = r.pop("cost")
+        figures = []
+        for workers in [n, *project]:
+            b = break_even(cost, base, workers)
+            figures.append({"workers": workers, "Gbps": None if math.isinf(b) else b / 1e9, "pays": pays(b)})
+        out.append(r | {"break_even": figures} if r["spec"] != IDENTITY else r)
+    return out
 
 
 def run(args) -> dict:
     device = torch.device(args.device)
+    specs = [IDENTITY, *(s for s in args.specs if s != IDENTITY)]
+    results = [bench_spec(s, args.d, args.workers, args.repeat, device) for s in specs]
     return {
         "bench": "round",
         "d": args.d,
         "workers": args.workers,
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "torch_threads": torch.get_num_threads(),
-        "results": [bench_spec(s, args.d, args.workers, args.repeat, device) for s in args.specs],
+        "results": with_break_even(results, args.workers, sorted(set(args.project) - {args.workers})),
     }
+
+
+def table(result: dict) -> str:
+    """The round's costs in copies of d fp32 and the break-even links, as text."""
+    first = next((r for r in result["results"] if "break_even" in r), None)
+    ns = [f["workers"] for f in first["break_even"]] if first else []
+    head = f"{'codec':<18}{'bytes up':>12}{'server':>9}{'worker':>9}" + "".join(f"{f'B* n={k}':>12}" for k in ns)
+    lines = [
+        f"d = {result['d']}, {result['workers']} workers on {result['device']}; server and worker costs in copies "
+        f"of d fp32, B* in Gbit/s (compression pays on slower links)",
+        head,
+    ]
+    for r in result["results"]:
+        row = f"{r['spec']:<18}{r['bytes_up_per_worker']:>12.0f}{r['server_round_copies']:>9.1f}"
+        row += f"{r['worker_round_copies']:>9.1f}"
+        for f in r.get("break_even", []):
+            row += f"{f['pays'] if f['Gbps'] is None else format(f['Gbps'], '.3g'):>12}"
+        lines.append(row)
+    return "\n".join(lines)
