@@ -14,6 +14,7 @@ from psgd.compress import make, registered
 from psgd.compress.topk import index_bits
 from psgd.errors import ConfigError
 from psgd.methods import Context, build, method_class
+from psgd.methods.sgd import mean
 from psgd.methods.theory import Constants
 from psgd.runtime.simulate import run_in_process
 from tests.mpi_launch import launch, mpirun
@@ -148,7 +149,8 @@ def drive(method, grads, x0, rounds, observe):
             msgs = method.worker_step(w, down, oracle, Context(t, r, n, 0, cpu))
             ups.append([c.decode(m) for c, m in zip(method.uplink_codecs(t), msgs, strict=True)])
         observe(t, state, workers, sum(gs) / n)
-        msgs = method.server_step(state, ups, Context(t, 0, n, 0, cpu))
+        means = [mean([u[j] for u in ups]) for j in range(len(ups[0]))]  # as runtime.Aggregator sums
+        msgs = method.server_step(state, means, Context(t, 0, n, 0, cpu))
         down = [c.decode(m) for c, m in zip(method.downlink_codecs(t), msgs, strict=True)]
 
 

@@ -58,7 +58,11 @@ class Message:
 
     def to_bytes(self) -> bytes:
         """Exactly what crosses the wire: header then body."""
-        return self.header() + self.body.cpu().numpy().tobytes()
+        return b"".join(self.pieces())
+
+    def pieces(self) -> tuple:
+        """(header, body as a host buffer): what to_bytes joins, for a frame to copy just once."""
+        return self.header(), self.body.cpu().numpy()
 
 
 def check_input(x: torch.Tensor) -> None:

@@ -31,7 +31,6 @@ from psgd.methods.base import Method
 from psgd.methods.diana import require_unbiased
 from psgd.methods.options import MethodOptions
 from psgd.methods.registry import register
-from psgd.methods.sgd import mean
 from psgd.methods.theory import omega
 
 
@@ -146,14 +145,14 @@ class ADIANA(Method):
             self.advance(s, down[0], replace(ctx, round=ctx.round - 1))
         a = self.uplink.encode(oracle(self.mix(s)) - s.h, ctx.rng("uplink/x"))
         b = self.uplink.encode(oracle(s.w, 1) - s.h, ctx.rng("uplink/w"))
-        s.h.add_(self.uplink.decode(b), alpha=self.params.alpha)
+        self.uplink.accumulate(b, s.h, self.params.alpha)
         return [a, b]
 
     def server_step(self, s: State, up, ctx):
-        g = s.h + mean([u[0] for u in up])
-        s.h.add_(mean([u[1] for u in up]), alpha=self.params.alpha)
-        msg = self.downlink.encode(g, ctx.rng("downlink", shared=True))
-        self.advance(s, self.downlink.decode(msg), ctx)
+        g = s.h + up[0]
+        s.h.add_(up[1], alpha=self.params.alpha)
+        msg, direction = self.downlink.encode_reconstruct(g, ctx.rng("downlink", shared=True))
+        self.advance(s, direction, ctx)
         return [msg]
 
     def server_model(self, s: State):

@@ -3,7 +3,8 @@
 One round t:
   server -> every worker: the downlink messages (round 0: the initial model)
   worker i: ``worker_step`` reads the downlink, queries its gradient oracle, returns uplink messages
-  server:   ``server_step`` reads all uplinks (rank order), returns the next downlink
+  server:   ``server_step`` reads the mean of the uplinks, part by part, returns the next downlink
+            (the runtime accumulates each uplink as it lands, in rank order: runtime/aggregate.py)
 The runtime moves messages (MPI or in-process) and counts their bytes; a method never
 sees MPI, files or models, so the same rules run everywhere.
 """
@@ -124,8 +125,9 @@ class Method(ABC):
         """Apply the decoded downlink, compute gradients, return the uplink messages."""
 
     @abstractmethod
-    def server_step(self, state, up: list[list[torch.Tensor]], ctx: Context) -> list[Message]:
-        """Aggregate decoded uplinks (one list per worker, rank order); return the next downlink."""
+    def server_step(self, state, up: list[torch.Tensor], ctx: Context) -> list[Message]:
+        """From up[j] = (1/n) sum_i C(part j of worker i) (buffers the runtime reuses next round:
+        read or overwrite them, do not keep them), update the state; return the next downlink."""
 
     def local_models(self, round: int) -> bool:
         """True when, after ``round``, the workers' models differ from each other and from the

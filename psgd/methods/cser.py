@@ -25,7 +25,6 @@ from psgd.methods.base import Method
 from psgd.methods.optim import SGDStep
 from psgd.methods.options import MethodOptions
 from psgd.methods.registry import register
-from psgd.methods.sgd import mean
 
 
 @dataclass(frozen=True)
@@ -95,21 +94,21 @@ class CSER(Method):
         g = oracle(s.x)
         delta = self.options.lr_at(ctx.round) * s.opt.direction(s.x, g)
         msg = self.uplink.encode(delta, ctx.rng("uplink"))
-        torch.sub(delta, self.uplink.decode(msg), out=s.residual)
+        self.uplink.accumulate(msg, s.residual.copy_(delta), -1.0)
         s.error.sub_(s.residual)
         if not self.reset(ctx.round):
             return [msg]
         reset = self.reset_codec.encode(s.error, ctx.rng("reset"))
-        torch.sub(s.error, self.reset_codec.decode(reset), out=s.reset_residual)
+        self.reset_codec.accumulate(reset, s.reset_residual.copy_(s.error), -1.0)
         return [msg, reset]
 
     def server_step(self, s: ServerState, up, ctx):
-        msgs = [self.downlink.encode(mean([u[0] for u in up]))]
+        msgs = [self.downlink.encode(up[0])]
         if self.reset(ctx.round):
-            msgs.append(self.downlink.encode(mean([u[1] for u in up])))
-        s.x.sub_(self.downlink.decode(msgs[0]))
+            msgs.append(self.downlink.encode(up[1]))
+        self.downlink.accumulate(msgs[0], s.x, -1.0)
         if len(msgs) == 2:
-            s.x.add_(self.downlink.decode(msgs[1]))
+            self.downlink.accumulate(msgs[1], s.x)
         return msgs
 
     def server_model(self, s: ServerState):

@@ -20,7 +20,7 @@ import torch
 
 from psgd.methods.options import MethodOptions
 from psgd.methods.registry import register
-from psgd.methods.sgd import SGD, Replica, mean
+from psgd.methods.sgd import SGD, Replica
 from psgd.methods.theory import omega
 
 
@@ -86,13 +86,13 @@ class DIANA(SGD):
     def worker_step(self, state: State, down, oracle, ctx):
         self.apply_downlink(state, down, ctx)
         msg = self.uplink.encode(oracle(state.x) - state.h, ctx.rng("uplink", self.options.shared_randomness))
-        state.h.add_(self.uplink.decode(msg), alpha=self.alpha(state.x.numel()))
+        self.uplink.accumulate(msg, state.h, self.alpha(state.x.numel()))
         return [msg]
 
     def server_step(self, state: State, up, ctx):
-        delta = mean([u[0] for u in up])
+        delta = up[0]
         g_hat = state.h + delta
         state.h.add_(delta, alpha=self.alpha(state.x.numel()))
-        msg = self.downlink.encode(g_hat, ctx.rng("downlink", shared=True))
-        state.opt.step(state.x, self.downlink.decode(msg), self.step_lr(ctx.round))
+        msg, direction = self.downlink.encode_reconstruct(g_hat, ctx.rng("downlink", shared=True))
+        state.opt.step(state.x, direction, self.step_lr(ctx.round))
         return [msg]

@@ -19,7 +19,7 @@ import torch
 
 from psgd.methods.options import MethodOptions
 from psgd.methods.registry import register
-from psgd.methods.sgd import SGD, Replica, mean
+from psgd.methods.sgd import SGD, Replica
 from psgd.methods.theory import contraction
 
 
@@ -79,15 +79,14 @@ class EF14(SGD):
         g = oracle(state.x)
         p = state.error.add_(g if self.options.error_units == "grad" else self.options.lr_at(ctx.round) * g)
         msg = self.uplink.encode(p, ctx.rng("uplink"))
-        p.sub_(self.uplink.decode(msg))
+        self.uplink.accumulate(msg, p, -1.0)  # e <- p - C(p)
         return [msg]
 
     def server_step(self, state: ServerState, up, ctx):
-        v = mean([u[0] for u in up])
+        v = up[0]
         if state.global_error is not None:
             v.add_(state.global_error)
-        msg = self.downlink.encode(v, ctx.rng("downlink", shared=True))
-        q = self.downlink.decode(msg)
+        msg, q = self.downlink.encode_reconstruct(v, ctx.rng("downlink", shared=True))
         if state.global_error is not None:
             torch.sub(v, q, out=state.global_error)
         state.opt.step(state.x, q, self.step_lr(ctx.round))

@@ -90,17 +90,17 @@ class EF21(SGD):
             state.g.copy_(IDENTITY.decode(msg))  # what the server receives, to the bit
         else:
             msg = self.uplink.encode(target - state.g, ctx.rng("uplink"))
-            state.g.add_(self.uplink.decode(msg))
+            self.uplink.accumulate(msg, state.g)
         return [msg]
 
     def server_step(self, state: ServerState, up, ctx):
-        c = mean([u[0] for u in up])
+        c = up[0]
         if ctx.round == 0:
             state.g.copy_(c)
         else:
             state.g.add_(c)
-        msg = self.downlink.encode(state.g, ctx.rng("downlink", shared=True))
-        state.opt.step(state.x, self.downlink.decode(msg), self.step_lr(ctx.round))
+        msg, direction = self.downlink.encode_reconstruct(state.g, ctx.rng("downlink", shared=True))
+        state.opt.step(state.x, direction, self.step_lr(ctx.round))
         return [msg]
 
 

@@ -27,7 +27,7 @@ import torch
 from psgd.compress import make
 from psgd.methods.options import MethodOptions
 from psgd.methods.registry import register
-from psgd.methods.sgd import SGD, Replica, mean
+from psgd.methods.sgd import SGD, Replica
 from psgd.methods.theory import contraction
 
 IDENTITY = make("identity")
@@ -104,25 +104,24 @@ class LIEC(SGD):
             y = state.x - self.step_lr(ctx.round) * state.opt.direction(state.x, g)
             return [IDENTITY.encode(y)]
         msg = self.uplink.encode(g, ctx.rng("uplink"))
-        torch.sub(g, self.uplink.decode(msg), out=state.local_error)
+        self.uplink.accumulate(msg, state.local_error.copy_(g), -1.0)
         return [msg]
 
     def server_step(self, state: ServerState, up, ctx):
         lr = self.step_lr(ctx.round)
         if self.sync(ctx.round):
             if self.parts() == 2:
-                g = mean([u[1] for u in up]).add_(state.global_error)
-                msgs = [IDENTITY.encode(mean([u[0] for u in up])), IDENTITY.encode(g)]
+                g = up[1].add_(state.global_error)
+                msgs = [IDENTITY.encode(up[0]), IDENTITY.encode(g)]
                 state.x.copy_(IDENTITY.decode(msgs[0]))
                 state.opt.step(state.x, IDENTITY.decode(msgs[1]), lr)
             else:
-                msgs = [IDENTITY.encode(mean([u[0] for u in up]).sub_(state.global_error, alpha=lr))]
+                msgs = [IDENTITY.encode(up[0].sub_(state.global_error, alpha=lr))]
                 state.x.copy_(IDENTITY.decode(msgs[0]))
             state.global_error.zero_()
             return msgs
-        m = mean([u[0] for u in up]).add_(state.global_error)
-        msg = self.downlink.encode(m, ctx.rng("downlink", shared=True))
-        q = self.downlink.decode(msg)
+        m = up[0].add_(state.global_error)
+        msg, q = self.downlink.encode_reconstruct(m, ctx.rng("downlink", shared=True))
         torch.sub(m, q, out=state.global_error)
         state.opt.step(state.x, q, lr)
         return [msg]

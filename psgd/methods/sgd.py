@@ -30,20 +30,20 @@ from psgd.methods.registry import register
 from psgd.methods.theory import omega
 
 
+def mean(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Average in list order (a fixed order keeps runs bit-identical)."""
+    total = tensors[0].clone()
+    for t in tensors[1:]:
+        total.add_(t)
+    return total.div_(len(tensors))
+
+
 @dataclass
 class Replica:
     """A node's copy of x and its optimiser buffer."""
 
     x: torch.Tensor
     opt: SGDStep
-
-
-def mean(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """Average in rank order (fixed order keeps MPI and in-process runs bit-identical)."""
-    total = tensors[0].clone()
-    for t in tensors[1:]:
-        total.add_(t)
-    return total.div_(len(tensors))
 
 
 # paper 1's CGD table (SPEC 3.1), single node, full gradient, mu-strongly convex L-smooth f:
@@ -163,8 +163,8 @@ class SGD(Method):
         return [self.uplink.encode(g, ctx.rng("uplink"))]
 
     def server_step(self, state: Replica, up, ctx):
-        msg = self.downlink.encode(mean([u[0] for u in up]), ctx.rng("downlink", shared=True))
-        state.opt.step(state.x, self.downlink.decode(msg), self.step_lr(ctx.round))
+        msg, direction = self.downlink.encode_reconstruct(up[0], ctx.rng("downlink", shared=True))
+        state.opt.step(state.x, direction, self.step_lr(ctx.round))
         return [msg]
 
     def server_model(self, state: Replica):

@@ -11,25 +11,40 @@ from psgd.wire.frame import Kind
 
 
 def pack(kind: Kind, round: int, sender: int, info: list, messages: list[Message] = ()) -> tuple[bytes, int]:
-    """Frame bytes and their header byte count (frame header plus message headers)."""
-    parts = [m.to_bytes() for m in messages]
-    data = encode_frame(Frame(kind, round, sender, info, parts))
+    """Frame bytes and their header byte count (frame header plus message headers). Each body
+    is copied once, into the frame."""
+    data = encode_frame(Frame(kind, round, sender, info, [m.pieces() for m in messages]))
     return data, len(data) - sum(m.body_len for m in messages)
 
 
-def unpack(frame: Frame, codecs: list[Compressor], device: torch.device) -> tuple[list[torch.Tensor], int]:
-    """Decoded dense tensors of a frame's parts and the frame's body byte count."""
-    where = f"malformed frame from rank {frame.sender} in round {frame.round}"
+def where(frame: Frame) -> str:
+    return f"malformed frame from rank {frame.sender} in round {frame.round}"
+
+
+def parse(frame: Frame, codecs: list[Compressor], device: torch.device, d: int) -> tuple[list[Message], int]:
+    """The frame's parts as messages of dimension d, each validated and parsed once (bodies read
+    in place where the frame's buffer allows), and the frame's body byte count."""
     if len(frame.parts) != len(codecs):
-        raise FrameError(f"{where}: {len(frame.parts)} parts, expected {len(codecs)}")
-    tensors, body = [], 0
-    for part, codec in zip(frame.parts, codecs, strict=True):
-        try:
-            m = codec.from_bytes(part, device)
-            tensors.append(codec.decode(m))
-        except FrameError as e:
-            raise FrameError(f"{where}: {e}") from None
-        except Exception as e:  # bytes that pass the header checks but break the codec: still the sender's fault
-            raise FrameError(f"{where}: {codec.spec}: {type(e).__name__}: {e}") from None
-        body += m.body_len
-    return tensors, body
+        raise FrameError(f"{where(frame)}: {len(frame.parts)} parts, expected {len(codecs)}")
+    messages = [
+        guarded(frame, codec, lambda c=codec, p=part: c.from_bytes(p, device, d))
+        for part, codec in zip(frame.parts, codecs, strict=True)
+    ]
+    return messages, sum(m.body_len for m in messages)
+
+
+def guarded(frame: Frame, codec: Compressor, fn):
+    """fn(), with any failure reported as the sender's malformed frame (bytes that pass the header
+    checks but break the codec are still the sender's fault)."""
+    try:
+        return fn()
+    except FrameError as e:
+        raise FrameError(f"{where(frame)}: {e}") from None
+    except Exception as e:
+        raise FrameError(f"{where(frame)}: {codec.spec}: {type(e).__name__}: {e}") from None
+
+
+def unpack(frame: Frame, codecs: list[Compressor], device: torch.device, d: int) -> tuple[list[torch.Tensor], int]:
+    """Decoded dense tensors of a frame's parts and the frame's body byte count."""
+    messages, body = parse(frame, codecs, device, d)
+    return [guarded(frame, c, lambda c=c, m=m: c.decode(m)) for c, m in zip(codecs, messages, strict=True)], body

@@ -70,3 +70,9 @@ class EmulatedLink:
         if self.hold_receives:
             time.sleep(self.link.hold(len(data)))
         return data
+
+    def recv_any(self, sources: list[int]) -> tuple[int, bytes]:
+        source, data = self.inner.recv_any(sources)
+        if self.hold_receives:
+            time.sleep(self.link.hold(len(data)))
+        return source, data

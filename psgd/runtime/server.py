@@ -1,5 +1,6 @@
 """The server loop (rank 0): ship the model, then each round send the downlink to every
-worker, receive every uplink in rank order, run the method's server rule, log the round.
+worker, take each uplink as it lands (parsed once, accumulated into the running aggregate in
+rank order: aggregate.py), run the method's server rule on the means, log the round.
 
 Every frame goes through the ledger. At shut-down each worker reports the bytes it sent
 and received; they must equal the server's counts, or the run fails loudly.
@@ -25,7 +26,8 @@ from psgd.config import RunConfig
 from psgd.errors import FrameError, NonFiniteError, PsgdError
 from psgd.methods import Context, build
 from psgd.runtime import checkpoint
-from psgd.runtime.frames import pack, unpack
+from psgd.runtime.aggregate import Aggregator
+from psgd.runtime.frames import guarded, pack, parse
 from psgd.runtime.ledger import Counts, Ledger
 from psgd.runtime.transport import Transport
 from psgd.tasks import task_class
@@ -120,27 +122,15 @@ class ServerNode:
         else:
             first, elapsed, down, header = self.restore(transport, *resume)
         start = time.perf_counter() - elapsed
+        model = self.method.server_model(self.state)
+        aggregate = Aggregator(self.n, self.task.dim, model.dtype, self.device)
         for t in range(first, cfg.rounds):
             comm_s = self.broadcast(transport, down, header)
-            frames, recv_s = self.gather(transport, t)
+            infos, recv_s, decode_s = self.aggregate(transport, t, len(down), aggregate)
             comm_s += recv_s
             t0 = time.perf_counter()
-            ups, infos = [], []
-            for w, data, frame in frames:
-                check_uplink(frame, w, t)
-                tensors, body = unpack(frame, self.method.uplink_codecs(t), self.device)
-                self.ledger.received(w, len(data), len(data) - body)
-                if frame.info[4] != len(down):
-                    raise PsgdError(
-                        f"byte ledger mismatch: worker {w} received {frame.info[4]} bytes in round {t}, "
-                        f"server sent {len(down)}"
-                    )
-                ups.append(tensors)
-                infos.append(frame.info)
-            decode_s = time.perf_counter() - t0
-            t0 = time.perf_counter()
             try:
-                messages = self.method.server_step(self.state, ups, self.ctx(t))
+                messages = self.method.server_step(self.state, aggregate.means(), self.ctx(t))
             except NonFiniteError as e:
                 raise NonFiniteError(f"diverged in round {t} on the server: {e}; try a smaller method.lr") from None
             down, header = pack(Kind.DOWN, t + 1, 0, [], messages)
@@ -166,6 +156,46 @@ class ServerNode:
             every = cfg.checkpoint_every
             if self.checkpoint_path is not None and ((every and (t + 1) % every == 0) or t == cfg.rounds - 1):
                 self.save(transport, t + 1, down, header, time.perf_counter() - start)
+
+    def aggregate(self, transport: Transport, t: int, sent: int, aggregate: Aggregator) -> tuple[list, float, float]:
+        """Receive round t's uplinks in arrival order; parse each once and add it to the aggregate
+        (in rank order). Returns (infos in rank order, seconds waiting, seconds parsing and adding).
+        A bad frame is reported once every frame is in, so no worker is left blocked in a send."""
+        codecs = self.method.uplink_codecs(t)
+        aggregate.start(codecs)
+        pending, infos, failure = list(range(1, self.n + 1)), {}, None
+        wait_s = work_s = 0.0
+        while pending:
+            t0 = time.perf_counter()
+            w, data = transport.recv_any(pending)
+            t1 = time.perf_counter()
+            wait_s += t1 - t0
+            pending.remove(w)
+            counted = False
+            try:
+                frame = decode_frame(data, sender=w, round=t)
+                if frame.kind == Kind.ERROR:
+                    raise PsgdError(f"worker {w} failed in round {frame.round}: {frame.info[0] if frame.info else '?'}")
+                check_uplink(frame, w, t)
+                messages, body = parse(frame, codecs, self.device, self.task.dim)
+                self.ledger.received(w, len(data), len(data) - body)
+                counted = True
+                if frame.info[4] != sent:
+                    raise PsgdError(
+                        f"byte ledger mismatch: worker {w} received {frame.info[4]} bytes in round {t}, "
+                        f"server sent {sent}"
+                    )
+                infos[w] = frame.info
+                if failure is None:
+                    guarded(frame, codecs[0], lambda w=w, messages=messages: aggregate.add(w, messages))
+            except PsgdError as e:
+                failure = failure or e
+                if not counted:
+                    self.ledger.received(w, len(data), len(data))
+            work_s += time.perf_counter() - t1
+        if failure is not None:
+            raise failure
+        return [infos[w] for w in range(1, self.n + 1)], wait_s, work_s
 
     def evaluated_model(self, transport: Transport, t: int, down: bytes) -> torch.Tensor:
         """The model scored after round t: the server's, or, while the workers' models differ

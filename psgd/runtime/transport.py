@@ -2,7 +2,8 @@
 
 MPITransport uses explicit Send/Recv of byte buffers, sizes by Iprobe + Get_count;
 LocalTransport runs worker nodes in this process for the in-process simulation.
-Both report the exact byte counts they moved.
+Both report the exact byte counts they moved. ``recv_any`` hands over whichever of several
+senders' frames is in first (the server aggregates uplinks as they land).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ class Transport(Protocol):
 
     def recv(self, source: int) -> bytes: ...
 
+    def recv_any(self, sources: list[int]) -> tuple[int, bytes]: ...
+
 
 class MPITransport:
     TAG = 7
@@ -26,22 +29,36 @@ class MPITransport:
 
         self.MPI = MPI
         self.comm = comm
+        self.buffers: dict[int, bytearray] = {}  # one receive buffer per sender, reused while it fits
 
     def send(self, dest: int, data: bytes) -> None:
         self.comm.Send([data, self.MPI.BYTE], dest=dest, tag=self.TAG)
 
-    def recv(self, source: int) -> bytes:
-        """Wait for a frame without spinning a core: Iprobe, then back off with short sleeps."""
+    def recv(self, source: int) -> memoryview:
+        return self.recv_any([source])[1]
+
+    def recv_any(self, sources: list[int]) -> tuple[int, memoryview]:
+        """Wait, without spinning a core (Iprobe, then back off with short sleeps), for a frame
+        from any of sources; receive it into that sender's buffer. The view stays valid until the
+        next receive from the same sender (the server is done with a round's frames by then)."""
         status = self.MPI.Status()
         delay = 0.0
-        while not self.comm.Iprobe(source=source, tag=self.TAG, status=status):
+        while True:
+            for source in sources:
+                if self.comm.Iprobe(source=source, tag=self.TAG, status=status):
+                    return source, self._take(source, status.Get_count(self.MPI.BYTE))
             time.sleep(delay)
             delay = min(1e-3, delay * 2 + 1e-6)
-        buf = bytearray(status.Get_count(self.MPI.BYTE))
-        self.comm.Recv([buf, self.MPI.BYTE], source=source, tag=self.TAG, status=status)
-        if status.Get_count(self.MPI.BYTE) != len(buf):
-            raise RuntimeError(f"MPI delivered {status.Get_count(self.MPI.BYTE)} bytes, probed {len(buf)}")
-        return bytes(buf)
+
+    def _take(self, source: int, n: int) -> memoryview:
+        buf = self.buffers.get(source)
+        if buf is None or len(buf) < n:
+            buf = self.buffers[source] = bytearray(max(n, 64))
+        status = self.MPI.Status()
+        self.comm.Recv([buf, n, self.MPI.BYTE], source=source, tag=self.TAG, status=status)
+        if status.Get_count(self.MPI.BYTE) != n:
+            raise RuntimeError(f"MPI delivered {status.Get_count(self.MPI.BYTE)} bytes, probed {n}")
+        return memoryview(buf)[:n]
 
 
 class LocalTransport:
@@ -58,3 +75,7 @@ class LocalTransport:
 
     def recv(self, source: int) -> bytes:
         return self.outbox[source].popleft()
+
+    def recv_any(self, sources: list[int]) -> tuple[int, bytes]:
+        """Every reply is in already: the first of sources."""
+        return sources[0], self.recv(sources[0])

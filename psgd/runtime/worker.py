@@ -77,7 +77,7 @@ class WorkerNode:
     def model(self, frame: Frame) -> bytes:
         """This worker's model once it applies the pending downlink (the EVAL frame's part), as raw bytes."""
         down_frame = decode_frame(bytes(frame.parts[0]), sender=0, round=frame.round)
-        down, _ = unpack(down_frame, self.method.downlink_codecs(frame.round - 1), self.device)
+        down, _ = unpack(down_frame, self.method.downlink_codecs(frame.round - 1), self.device, self.dim)
         ctx = Context(frame.round, self.rank, self.n, self.cfg.seed, self.device)
         x = self.method.worker_model(self.state, down, ctx).detach().to("cpu").contiguous()
         return encode_frame(Frame(Kind.MODEL, frame.round, self.rank, [], [x.numpy().tobytes()]))
@@ -109,7 +109,7 @@ class WorkerNode:
         ctx = Context(t, self.rank, self.n, self.cfg.seed, self.device)
         t0 = time.perf_counter()
         codecs = self.method.init_codecs() if t == 0 else self.method.downlink_codecs(t - 1)
-        down, _ = unpack(frame, codecs, self.device)
+        down, _ = unpack(frame, codecs, self.device, self.dim)
         decode_s = time.perf_counter() - t0
         if t == 0:
             self.state, down = self.method.worker_init(down, ctx), []

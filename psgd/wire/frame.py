@@ -41,19 +41,28 @@ class Frame:
     round: int
     sender: int
     info: list = field(default_factory=list)
-    parts: list[bytes | memoryview] = field(default_factory=list)
+    parts: list = field(default_factory=list)  # each a bytes-like, or (to encode) a tuple of them, joined
 
     @property
     def body_len(self) -> int:
-        return sum(len(p) for p in self.parts)
+        return sum(part_len(p) for p in self.parts)
+
+
+def part_len(part) -> int:
+    """Bytes of a part given as one buffer or as a tuple of buffers (a message header and its body)."""
+    return sum(memoryview(b).nbytes for b in part) if isinstance(part, tuple) else memoryview(part).nbytes
 
 
 def encode_frame(frame: Frame) -> bytes:
-    """Serialise a frame; the result is exactly what is handed to MPI."""
+    """Serialise a frame; the result is exactly what is handed to MPI. Parts given as tuples of
+    buffers (e.g. a message header and a numpy view of its body) are copied once, here."""
     header = msgpack.packb(
-        [VERSION, int(frame.kind), frame.round, frame.sender, frame.info, [len(p) for p in frame.parts]]
+        [VERSION, int(frame.kind), frame.round, frame.sender, frame.info, [part_len(p) for p in frame.parts]]
     )
-    return b"".join([MAGIC, header, *frame.parts])
+    pieces = [MAGIC, header]
+    for p in frame.parts:
+        pieces.extend(p if isinstance(p, tuple) else (p,))
+    return b"".join(pieces)
 
 
 def frame_overhead(data: bytes) -> int:
@@ -74,14 +83,13 @@ def decode_frame(data: bytes | bytearray | memoryview, sender: int, round: int |
         where = f"round {round}" if round is not None else "set-up/shut-down"
         return FrameError(f"malformed frame from rank {sender} in {where}: {why}")
 
-    if not isinstance(data, bytes):
-        data = bytes(data)
-    if len(data) < len(MAGIC) + 1:
-        raise bad(f"only {len(data)} bytes")
-    if data[: len(MAGIC)] != MAGIC:
-        raise bad(f"bad magic {data[: len(MAGIC)]!r}")
+    view = memoryview(data).cast("B")  # parts are slices of it: no copy of the body
+    if len(view) < len(MAGIC) + 1:
+        raise bad(f"only {len(view)} bytes")
+    if bytes(view[: len(MAGIC)]) != MAGIC:
+        raise bad(f"bad magic {bytes(view[: len(MAGIC)])!r}")
     unpacker = msgpack.Unpacker(max_buffer_size=MAX_HEADER_BYTES, raw=False, strict_map_key=True)
-    unpacker.feed(data[len(MAGIC) : len(MAGIC) + MAX_HEADER_BYTES])
+    unpacker.feed(view[len(MAGIC) : len(MAGIC) + MAX_HEADER_BYTES])
     try:
         header = unpacker.unpack()
     except Exception as e:  # msgpack raises several types for truncated or invalid input
@@ -104,9 +112,9 @@ def decode_frame(data: bytes | bytearray | memoryview, sender: int, round: int |
         raise bad("part lengths are not an array")
     if not all(isinstance(n, int) and n >= 0 for n in lengths):
         raise bad("part lengths must be non-negative integers")
-    if offset + sum(lengths) != len(data):
-        raise bad(f"declares {sum(lengths)} body bytes, carries {len(data) - offset}")
-    parts, pos, view = [], offset, memoryview(data)
+    if offset + sum(lengths) != len(view):
+        raise bad(f"declares {sum(lengths)} body bytes, carries {len(view) - offset}")
+    parts, pos = [], offset
     for n in lengths:
         parts.append(view[pos : pos + n])  # zero-copy slices
         pos += n
