@@ -288,7 +288,7 @@ def mpi_main(cfg, args) -> int:
         if folder is not None:
             folder.discard()
         return fail(message) if rank == 0 else 2
-    transport = MPITransport(comm)
+    transport = MPITransport(comm, pin=device.type == "cuda")
     emulated = link.parse(cfg.link)
     if emulated is not None and rank == 0:  # the server's link carries every frame, one after another
         transport = link.EmulatedLink(transport, emulated, hold_receives=True)

@@ -27,6 +27,7 @@ from psgd.errors import FrameError, NonFiniteError, PsgdError
 from psgd.methods import Context, build
 from psgd.runtime import checkpoint
 from psgd.runtime.aggregate import Aggregator
+from psgd.runtime.clock import now
 from psgd.runtime.frames import guarded, pack, parse
 from psgd.runtime.ledger import Counts, Ledger
 from psgd.runtime.transport import Transport
@@ -192,7 +193,7 @@ class ServerNode:
                 failure = failure or e
                 if not counted:
                     self.ledger.received(w, len(data), len(data))
-            work_s += time.perf_counter() - t1
+            work_s += now(self.device) - t1
         if failure is not None:
             raise failure
         return [infos[w] for w in range(1, self.n + 1)], wait_s, work_s

@@ -12,6 +12,8 @@ import time
 from collections import deque
 from typing import Protocol
 
+import torch
+
 
 class Transport(Protocol):
     def send(self, dest: int, data: bytes) -> None: ...
@@ -24,12 +26,15 @@ class Transport(Protocol):
 class MPITransport:
     TAG = 7
 
-    def __init__(self, comm) -> None:
+    def __init__(self, comm, pin: bool = False) -> None:
+        """pin: receive into page-locked host memory (a CUDA rank), so bodies go to the device
+        with non-blocking copies."""
         from mpi4py import MPI
 
         self.MPI = MPI
         self.comm = comm
-        self.buffers: dict[int, bytearray] = {}  # one receive buffer per sender, reused while it fits
+        self.pin = pin
+        self.buffers: dict[int, object] = {}  # one receive buffer per sender, reused while it fits
 
     def send(self, dest: int, data: bytes) -> None:
         self.comm.Send([data, self.MPI.BYTE], dest=dest, tag=self.TAG)
@@ -53,7 +58,9 @@ class MPITransport:
     def _take(self, source: int, n: int) -> memoryview:
         buf = self.buffers.get(source)
         if buf is None or len(buf) < n:
-            buf = self.buffers[source] = bytearray(max(n, 64))
+            size = max(n, 64, 2 * len(buf) if buf is not None else 0)  # grow geometrically
+            buf = torch.empty(size, dtype=torch.uint8, pin_memory=True).numpy() if self.pin else bytearray(size)
+            self.buffers[source] = buf
         status = self.MPI.Status()
         self.comm.Recv([buf, n, self.MPI.BYTE], source=source, tag=self.TAG, status=status)
         if status.Get_count(self.MPI.BYTE) != n:

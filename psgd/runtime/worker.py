@@ -3,14 +3,13 @@ worker rule. Transport-free, so MPI ranks and the in-process simulation share it
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from psgd.config import RunConfig
 from psgd.errors import NonFiniteError
 from psgd.methods import Context, build
 from psgd.runtime import checkpoint
+from psgd.runtime.clock import now
 from psgd.runtime.frames import pack, unpack
 from psgd.tasks import task_class
 from psgd.wire import Frame, decode_frame, encode_frame
@@ -20,14 +19,14 @@ from psgd.wire.frame import Kind
 class TimedOracle:
     """Wraps a task oracle and accumulates the seconds spent computing gradients."""
 
-    def __init__(self, oracle) -> None:
-        self.oracle = oracle
+    def __init__(self, oracle, device: torch.device) -> None:
+        self.oracle, self.device = oracle, device
         self.seconds = 0.0
 
     def __call__(self, x: torch.Tensor, sample: int = 0) -> torch.Tensor:
-        t0 = time.perf_counter()
+        t0 = now(self.device)
         g = self.oracle(x, sample)
-        self.seconds += time.perf_counter() - t0
+        self.seconds += now(self.device) - t0
         return g
 
 
@@ -107,16 +106,16 @@ class WorkerNode:
             raise ValueError(f"expected the downlink of round {self.round}, got {frame.kind.name} round {frame.round}")
         t = self.round
         ctx = Context(t, self.rank, self.n, self.cfg.seed, self.device)
-        t0 = time.perf_counter()
+        t0 = now(self.device)
         codecs = self.method.init_codecs() if t == 0 else self.method.downlink_codecs(t - 1)
         down, _ = unpack(frame, codecs, self.device, self.dim)
-        decode_s = time.perf_counter() - t0
+        decode_s = now(self.device) - t0
         if t == 0:
             self.state, down = self.method.worker_init(down, ctx), []
-        oracle = TimedOracle(self.oracle.at_round(t))
-        t0 = time.perf_counter()
+        oracle = TimedOracle(self.oracle.at_round(t), self.device)
+        t0 = now(self.device)
         messages = self.method.worker_step(self.state, down, oracle, ctx)
-        encode_s = time.perf_counter() - t0 - oracle.seconds
+        encode_s = now(self.device) - t0 - oracle.seconds
         info = [float(self.oracle.last_loss), oracle.seconds, encode_s, decode_s, nbytes]
         reply, _ = pack(Kind.UP, t, self.rank, info, messages)
         self.round += 1
