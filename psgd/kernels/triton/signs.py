@@ -36,28 +36,33 @@ def pack_signs(x: torch.Tensor, bits: torch.Tensor, l1: bool = False) -> torch.T
 
 
 @triton.jit
-def _signs_into(bits_ptr, scale_ptr, out_ptr, n, weight, SCALED: tl.constexpr, ADD: tl.constexpr, BLOCK: tl.constexpr):
+def _sign_values(bits_ptr, ends_ptr, p_ptr, out_ptr, n, nblocks, STEPS: tl.constexpr, ADD: tl.constexpr,
+                 BLOCK: tl.constexpr):  # fmt: skip
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     inside = offs < n
-    s = tl.load(scale_ptr) if SCALED else 1.0
-    v = tl.where(load_codes(bits_ptr, offs, tl.cdiv(n, 8), 1) != 0, s, -s)
+    block = tl.zeros_like(offs)  # the first b with ends[b] > i, by binary search (STEPS = 0: one block)
+    high = tl.zeros_like(offs) + nblocks
+    for _ in tl.static_range(STEPS):
+        mid = (block + high) // 2
+        active = block < high
+        right = tl.load(ends_ptr + mid, mask=inside & active, other=0) <= offs
+        block = tl.where(active & right, mid + 1, block)
+        high = tl.where(active & ~right, mid, high)
+    p = tl.load(p_ptr + block, mask=inside, other=0.0)
+    v = tl.where(load_codes(bits_ptr, offs, tl.cdiv(n, 8), 1) != 0, p, -p)
     if ADD:
-        v = tl.load(out_ptr + offs, mask=inside) + weight * v
+        v += tl.load(out_ptr + offs, mask=inside)
     tl.store(out_ptr + offs, v, mask=inside)
 
 
-def signs_into(bits: torch.Tensor, out: torch.Tensor, scale: torch.Tensor | None, weight: float, add: bool) -> None:
-    """out = v (add False) or out += weight v (add True), v_i = +s if bit i else -s, s the fp32 0-dim
-    tensor scale (1 when None); out a contiguous fp32 vector. weight 1: the floats of out + v."""
+def sign_values(
+    bits: torch.Tensor, p: torch.Tensor, out: torch.Tensor, add: bool, ends: torch.Tensor | None = None
+) -> None:
+    """out_i (+)= p_b where bit i is 1, -p_b where it is 0, in place (psgd.kernels.signs.sign_values):
+    p the fp32 values of the blocks (for accumulate already weight * scale, rounded once), ends the
+    int64 ends of the blocks (None: one block); out a contiguous fp32 vector."""
     n = out.numel()
-    _signs_into[grid(n, BLOCK)](
-        bits,
-        out if scale is None else scale,
-        out,
-        n,
-        weight,
-        SCALED=scale is not None,
-        ADD=add,
-        BLOCK=BLOCK,
-        enable_fp_fusion=False,
+    steps = 0 if ends is None else max(1, p.numel()).bit_length()
+    _sign_values[grid(n, BLOCK)](
+        bits, p if ends is None else ends, p, out, n, p.numel(), STEPS=steps, ADD=add, BLOCK=BLOCK
     )
