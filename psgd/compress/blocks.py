@@ -30,6 +30,7 @@ from psgd.compress.base import SEED, SENT, Compressor, Message
 from psgd.compress.layout import FIVE_MIB, blocks, check_bucket
 from psgd.compress.randomness import block_seed, draw_seed
 from psgd.compress.registry import register
+from psgd.compress.scaled import parse_inner
 from psgd.errors import FrameError
 from psgd.wire import pack_bits
 from psgd.wire.codes import BitReader, BitWriter, join_bits, split_bits
@@ -100,12 +101,21 @@ class _Blockwise(Compressor):
             reader.finish()
         return [Message(inner.name, n, m.dtype, meta, body) for n, meta, body in zip(sizes, metas, bodies, strict=True)]
 
-    def _validate(self, m: Message) -> None:
-        for part in self._parts(m):
-            self.inner._validate(part)  # type: ignore[attr-defined]
+    def _parse(self, m: Message) -> list[Message]:
+        """The inner messages, each validated and parsed once."""
+        return [parse_inner(self.inner, part) for part in self._parts(m)]  # type: ignore[attr-defined]
 
     def _decode(self, m: Message) -> torch.Tensor:
-        return torch.cat([self.inner._decode(part) for part in self._parts(m)])  # type: ignore[attr-defined]
+        out = torch.zeros(m.d, dtype=m.dtype, device=m.body.device)
+        self._accumulate(m, out, 1.0)
+        return out
+
+    def _accumulate(self, m: Message, out: torch.Tensor, weight: float) -> None:
+        """Block b accumulates into its own slice of out: no dense block is made."""
+        offset = 0
+        for part in self.parsed(m):  # a loop over blocks, not coordinates
+            self.inner._accumulate(part, out[offset : offset + part.d], weight)  # type: ignore[attr-defined]
+            offset += part.d
 
     def _bits(self, d):
         counts = [self.inner._bits(n) for n in self.sizes(d)]  # type: ignore[attr-defined]

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
-from psgd.compress.base import Compressor, Message, check_fits
+from psgd.compress.base import Compressor, Message, check_fits, require_finite
 from psgd.compress.randomness import normal
 from psgd.compress.registry import register
-from psgd.errors import FrameError
 
 
 def shape(d: int) -> tuple[int, int]:
@@ -59,17 +58,17 @@ class PowerSGD(Compressor):
         q = mat.T @ p
         return (), torch.cat([p.reshape(-1), q.reshape(-1)]).to(torch.float32).view(torch.uint8)
 
-    def _decode(self, m: Message) -> torch.Tensor:
+    def _parse(self, m: Message) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fp32 factors (P, Q'), finite."""
         n, cols, r = self._dims(m.d)
         f = m.body.view(torch.float32)
-        if not bool(torch.isfinite(f).all()):
-            raise FrameError(f"{self.name}: non-finite factor")
-        work = torch.float64 if m.dtype == torch.float64 else torch.float32
-        p, q = f[: n * r].view(n, r).to(work), f[n * r :].view(cols, r).to(work)
-        return (p @ q.T).reshape(-1)[: m.d].to(m.dtype)
+        require_finite(self.name, f, "factor")
+        return f[: n * r].view(n, r), f[n * r :].view(cols, r)
 
-    def _validate(self, m: Message) -> None:
-        self._decode(m)
+    def _decode(self, m: Message) -> torch.Tensor:
+        p, q = self.parsed(m)
+        work = torch.float64 if m.dtype == torch.float64 else torch.float32
+        return (p.to(work) @ q.to(work).T).reshape(-1)[: m.d].to(m.dtype)
 
     def _bits(self, d):
         n, m, r = self._dims(d)

@@ -5,7 +5,7 @@ one 64-bit draw from the generator: the same key gives the same draws on every d
 every kernel, so a CPU generator (what the runtime's ``Context.rng`` hands out, on every device)
 gives byte-identical messages for CPU and CUDA inputs. With ``generator=None`` the global CPU
 generator is used. Shared randomness (Rand-k indices) is rebuilt by the decoder from a 32-bit
-seed, so it never depends on the device either.
+seed, keying the same counter-based generator (``seed_key``), so it never depends on the device either.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from psgd.kernels import rng
 from psgd.kernels.rng import draw_key
 
-__all__ = ["draw_key", "uniform", "normal", "draw_seed", "seeded", "hash_key", "block_seed", "hash_normal"]
+__all__ = ["draw_key", "uniform", "normal", "draw_seed", "seed_key", "hash_key", "block_seed", "hash_normal"]
 
 
 def uniform(n: int, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -39,40 +39,34 @@ def draw_seed(generator: torch.Generator | None) -> int:
     return int(torch.randint(0, 2**32, (1,), generator=generator, device=device))
 
 
-def seeded(seed: int) -> torch.Generator:
-    """The CPU generator a shared seed stands for."""
-    return torch.Generator().manual_seed(seed)
-
-
 _M32 = 0xFFFFFFFF
+_GOLDEN = 0x9E3779B9
 
 
-def _mix32(v: torch.Tensor) -> torch.Tensor:
-    """A 32-bit integer hash (lowbias32) on int64 lanes: wrapping products, masked to 32 bits."""
-    v = v ^ (v >> 16)
-    v = (v * 0x7FEB352D) & _M32
-    v = v ^ (v >> 15)
-    v = (v * 0x846CA68B) & _M32
-    return v ^ (v >> 16)
+def seed_key(seed: int) -> int:
+    """The counter generator's 64-bit key that a shared 32-bit seed stands for: two chained hashes
+    of it, so that seeds differing in a few bits key unrelated draws."""
+    k0 = rng.mix_ref(seed & _M32)
+    return k0 | rng.mix_ref(k0 ^ _GOLDEN) << 32
 
 
 def hash_key(seed: int, *keys: torch.Tensor) -> torch.Tensor:
     """Counter-based randomness: a 32-bit hash state of (seed, key1, key2, ...), keys being int64
     tensors of values < 2^32 that broadcast together. The same keys give the same state on
     every device and in any order, so a decoder can regenerate any single draw."""
-    h = _mix32(torch.tensor(seed & _M32, dtype=torch.int64, device=keys[0].device))
+    h = rng.mix_ref(torch.tensor(seed & _M32, dtype=torch.int64, device=keys[0].device))
     for k in keys:
-        h = _mix32(h ^ k)
+        h = rng.mix_ref(h ^ k)
     return h
 
 
 def block_seed(seed: int, block: int) -> int:
     """The 32-bit seed of block ``block`` of a message whose one shared seed is ``seed``."""
-    return int(hash_key(seed, torch.tensor(block)))
+    return rng.mix_ref(rng.mix_ref(seed & _M32) ^ block)  # hash_key(seed, block), on host ints
 
 
 def hash_normal(state: torch.Tensor, coord: torch.Tensor) -> torch.Tensor:
     """Standard normals (float64) for hash states and coordinate counters, by Box-Muller."""
-    u1 = (_mix32(state ^ (2 * coord)) + 0.5) / 2.0**32
-    u2 = _mix32(state ^ (2 * coord + 1)) / 2.0**32
+    u1 = (rng.mix_ref(state ^ (2 * coord)) + 0.5) / 2.0**32
+    u2 = rng.mix_ref(state ^ (2 * coord + 1)) / 2.0**32
     return torch.sqrt(-2 * torch.log(u1)) * torch.cos(2 * torch.pi * u2)

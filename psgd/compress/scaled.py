@@ -3,7 +3,8 @@
 (1/zeta)C is in B3(zeta): E||C/zeta - x||^2 = E||C||^2/zeta^2 - 2||x||^2/zeta + ||x||^2
 <= (1 - 1/zeta)||x||^2 [D]. This makes any unbiased compressor usable where a contractive
 one is required (EF14, EF21, LIEC). Same message as the inner compressor (its header fields
-and body, under the name ``scaled``); the decoder divides by zeta(d).
+and body, under the name ``scaled``); the decoder multiplies by 1/zeta(d) (the inner codec's
+accumulate at weight 1/zeta).
 """
 
 from __future__ import annotations
@@ -18,6 +19,14 @@ from psgd.compress.registry import register
 
 def inner_message(c: Compressor, m: Message) -> Message:
     return Message(c.name, m.d, m.dtype, m.meta, m.body)
+
+
+def parse_inner(c: Compressor, part: Message) -> Message:
+    """part (a wrapper's inner message) validated and parsed by c, as c's from_bytes would: a
+    wrapper's parse reads its inner messages once, and its decode and accumulate use them."""
+    c._validate(part)
+    c.parsed(part)
+    return part
 
 
 @register
@@ -49,11 +58,17 @@ class Scaled(Compressor):
     def meta_layout(self, d):
         return self.inner.meta_layout(d)
 
-    def _decode(self, m: Message) -> torch.Tensor:
-        return self.inner._decode(inner_message(self.inner, m)) / self.zeta(m.d)
+    def _parse(self, m: Message) -> Message:
+        return parse_inner(self.inner, inner_message(self.inner, m))
 
-    def _validate(self, m: Message) -> None:
-        self.inner._validate(inner_message(self.inner, m))
+    def _decode(self, m: Message) -> torch.Tensor:
+        out = torch.zeros(m.d, dtype=m.dtype, device=m.body.device)
+        self._accumulate(m, out, 1.0)
+        return out
+
+    def _accumulate(self, m: Message, out: torch.Tensor, weight: float) -> None:
+        """out += (weight/zeta) C_inner(x): the inner codec's accumulate at that weight."""
+        self.inner._accumulate(self.parsed(m), out, weight / self.zeta(m.d))
 
     def _bits(self, d):
         return self.inner._bits(d)

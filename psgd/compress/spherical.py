@@ -119,26 +119,29 @@ class Spherical(Compressor):
         head = torch.cat(norms).view(torch.uint8)
         return (seed, out.nbits), torch.cat([head, out.packed()])
 
-    def _decode(self, m: Message) -> torch.Tensor:
-        seed, nbits = m.meta
+    def _parse(self, m: Message) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(the block norms, T_b - 1 for each group of blocks): norms finite and >= 0, Rice codes within bounds."""
         groups = self._groups(m.d)
         nblocks = sum(nb for _, nb, _ in groups)
         norms = m.body[: 4 * nblocks].view(torch.float32)
         if not bool(torch.isfinite(norms).all()) or bool((norms < 0).any()):
             raise FrameError(f"{self.name}: bad block norm")
-        r = BitReader(m.body[4 * nblocks :], nbits, self.name)
+        r = BitReader(m.body[4 * nblocks :], m.meta[1], self.name)
+        trials = []
+        for _, nb, n in groups:
+            p = cap_probability(self.alpha, n)
+            trials.append(r.rice(nb, rice_parameter(p), math.ceil(64 / p)))  # T - 1, the 0-based trial
+        r.finish()
+        return norms, trials
+
+    def _decode(self, m: Message) -> torch.Tensor:
+        norms, trials = self.parsed(m)
         rho = math.sqrt(1 - self.alpha)
         parts = []
-        for first, nb, n in groups:
-            p = cap_probability(self.alpha, n)
-            trial = r.rice(nb, rice_parameter(p), math.ceil(64 / p))  # T - 1, the 0-based trial
-            c = candidates(seed, torch.arange(first, first + nb, device=trial.device), trial, n)
+        for (first, nb, n), trial in zip(self._groups(m.d), trials, strict=True):
+            c = candidates(m.meta[0], torch.arange(first, first + nb, device=trial.device), trial, n)
             parts.append((c * (rho * norms[first : first + nb].to(torch.float64)).unsqueeze(1)).view(-1))
-        r.finish()
         return torch.cat(parts).to(m.dtype)
-
-    def _validate(self, m: Message) -> None:
-        self._decode(m)
 
     def meta_layout(self, d):
         return (SEED, SENT)
