@@ -10,17 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
-from psgd.compress.base import SENT, Compressor, Message
+from psgd.compress.base import SENT, Compressor
 from psgd.compress.registry import register
-from psgd.compress.sparse import scatter_sparse
+from psgd.compress.sparse import Scattered, sent_values
 from psgd.compress.topk import pack_sparse, sparse_bits, validate_sparse
+from psgd.kernels.topk import at_least
 
 
 @register
 @dataclass(frozen=True)
-class HardThreshold(Compressor):
+class HardThreshold(Scattered, Compressor):
     lam: float | None = None
 
     name = "hard_threshold"
@@ -37,12 +36,13 @@ class HardThreshold(Compressor):
         if not self.lam >= 0:
             raise ValueError(f"{self.name}: lam must be >= 0, got {self.lam}")
 
-    def _encode(self, x, generator):
-        idx = torch.nonzero(x.abs() >= self.lam).view(-1)
-        return (idx.numel(),), pack_sparse(x[idx], idx, x.numel())
+    def _encode_parsed(self, x, generator):
+        idx, values = at_least(x, self.lam)
+        return (idx.numel(),), pack_sparse(values, idx, x.numel()), (sent_values(values, x.dtype), idx)
 
-    def _decode(self, m: Message) -> torch.Tensor:
-        return scatter_sparse(m, m.meta[0])
+    def _parse(self, m):
+        values, idx = validate_sparse(self.name, m.body, m.meta[0], m.d)
+        return values.to(m.dtype), idx
 
     def meta_layout(self, d):
         return (SENT,)
@@ -52,6 +52,3 @@ class HardThreshold(Compressor):
         if nnz > d:
             raise ValueError(f"nnz={nnz} for d={d}")
         return sparse_bits(nnz, d)
-
-    def _validate(self, m: Message) -> None:
-        validate_sparse(self.name, m.body, m.meta[0], m.d)

@@ -1,7 +1,8 @@
 """Top-k (greedy sparsification), SPEC 2.2: keep the k largest |x_i|.
 
 Body: k fp32 values, then k indices at ceil(log2 d) bits each, packed: k(32 + IDX) bits.
-Indices are sent in ascending order, so the message does not depend on the device.
+Indices are sent in ascending order, so the message does not depend on the device; among
+coordinates tied at the k-th largest |x_i| the lowest indices are kept (psgd.kernels.topk).
 Biased, deterministic; B1(k/d, 1), B2(k/d, 1), B3(d/k), contraction delta = k/d.
 """
 
@@ -13,10 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from psgd.compress.base import Compressor, Message, check_fits, require_finite
+from psgd.compress.base import Compressor, check_fits, require_finite
 from psgd.compress.registry import register
-from psgd.errors import FrameError
-from psgd.wire import pack_uint, unpack_uint
+from psgd.compress.sparse import Scattered, sent_values
+from psgd.kernels.sparse import pack, unpack_indices
+from psgd.kernels.topk import top_k
 
 
 def index_bits(d: int) -> int:
@@ -29,11 +31,6 @@ def ascending(idx: torch.Tensor) -> torch.Tensor:
     if idx.device.type == "cpu":
         return torch.from_numpy(np.sort(idx.numpy()))
     return idx.sort().values
-
-
-def top_indices(x: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the k largest |x_i|, ascending (ties broken by torch.topk)."""
-    return ascending(torch.topk(x.abs(), k, sorted=False).indices)
 
 
 def resolve_k(name: str, d: int, ratio: float | None, k: int | None) -> int:
@@ -67,14 +64,15 @@ def pack_sparse(values: torch.Tensor, idx: torch.Tensor, d: int) -> torch.Tensor
     check_sent(values)
     parts = [values.to(torch.float32).contiguous().view(torch.uint8)]
     if index_bits(d):
-        parts.append(pack_uint(idx, index_bits(d)))
+        parts.append(pack(idx, index_bits(d)))
     return torch.cat(parts)
 
 
-def unpack_sparse(body: torch.Tensor, k: int, d: int) -> tuple[torch.Tensor, torch.Tensor]:
+def unpack_sparse(body: torch.Tensor, k: int, d: int, name: str = "sparse") -> tuple[torch.Tensor, torch.Tensor]:
+    """(fp32 values, indices) of a sparse body; FrameError unless the indices are ascending and < d."""
     values = body[: 4 * k].view(torch.float32)
     if index_bits(d):
-        idx = unpack_uint(body[4 * k :], k, index_bits(d))
+        idx, _ = unpack_indices(name, body[4 * k :], k, index_bits(d), d)
     else:
         idx = torch.zeros(k, dtype=torch.int64, device=body.device)
     return values, idx
@@ -85,17 +83,17 @@ def sparse_bits(k: int, d: int) -> int:
     return k * (32 + index_bits(d))
 
 
-def validate_sparse(name: str, body: torch.Tensor, k: int, d: int) -> None:
-    """A sparse body's values must be finite and its indices name coordinates of x: FrameError otherwise."""
-    values, idx = unpack_sparse(body, k, d)
+def validate_sparse(name: str, body: torch.Tensor, k: int, d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A sparse body's (fp32 values, indices): FrameError unless the values are finite and the
+    indices name coordinates of x, strictly ascending (as every encoder sends them)."""
+    values, idx = unpack_sparse(body, k, d, name)
     require_finite(name, values, "value")
-    if k and index_bits(d) and int(idx.max()) >= d:
-        raise FrameError(f"{name}: index out of range for d={d}")
+    return values, idx
 
 
 @register
 @dataclass(frozen=True)
-class TopK(Compressor):
+class TopK(Scattered, Compressor):
     ratio: float | None = None
     k: int | None = None
 
@@ -107,21 +105,15 @@ class TopK(Compressor):
     def __post_init__(self):
         check_ratio_k(self.name, self.ratio, self.k)
 
-    def _encode(self, x, generator):
+    def _encode_parsed(self, x, generator):
         d = x.numel()
         k = resolve_k(self.name, d, self.ratio, self.k)
-        idx = top_indices(x, k)
-        return (k,), pack_sparse(x[idx], idx, d)
+        idx, values = top_k(x, k)
+        return (k,), pack_sparse(values, idx, d), (sent_values(values, x.dtype), idx)
 
-    def _decode(self, m: Message) -> torch.Tensor:
-        (k,) = m.meta
-        values, idx = unpack_sparse(m.body, k, m.d)
-        out = torch.zeros(m.d, dtype=m.dtype, device=m.body.device)
-        out[idx] = values.to(m.dtype)
-        return out
-
-    def _validate(self, m: Message) -> None:
-        validate_sparse(self.name, m.body, m.meta[0], m.d)
+    def _parse(self, m):
+        values, idx = validate_sparse(self.name, m.body, m.meta[0], m.d)
+        return values.to(m.dtype), idx
 
     def meta_layout(self, d):
         return (resolve_k(self.name, d, self.ratio, self.k),)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from psgd.compress.base import Compressor, Message, check_fits
+from psgd.compress.base import Compressor, check_fits
 from psgd.compress.dithering import (
     check_levels,
     natural_dither_omega,
@@ -30,12 +30,15 @@ from psgd.compress.dithering import (
 from psgd.compress.natural import CODE_BITS, natural_code_values, natural_codes
 from psgd.compress.randomness import uniform
 from psgd.compress.registry import register
-from psgd.compress.topk import check_ratio_k, index_bits, resolve_k, top_indices
+from psgd.compress.sparse import Scattered
+from psgd.compress.topk import check_ratio_k, index_bits, resolve_k
 from psgd.errors import FrameError
-from psgd.wire import pack_uint, uint_width, unpack_uint
+from psgd.kernels.sparse import pack, unpack_indices
+from psgd.kernels.topk import top_k
+from psgd.wire import uint_width
 
 
-class _TopKThen(Compressor):
+class _TopKThen(Scattered, Compressor):
     """Top-k, then per-value codes of ``code_bits`` bits (+ an optional fp32 prefix)."""
 
     prefix_bytes = 0
@@ -53,33 +56,26 @@ class _TopKThen(Compressor):
         """omega of C2 on k values."""
         raise NotImplementedError
 
-    def _encode(self, x, generator):
+    def _encode_parsed(self, x, generator):
         d = x.numel()
         k = self._k(d)
-        idx = top_indices(x, k)
-        prefix, codes = self.value_codes(x[idx], generator)
-        joint = codes | (idx << self.code_bits()) if index_bits(d) else codes
-        return (k,), torch.cat([prefix, pack_uint(joint, self.code_bits() + index_bits(d))])
+        idx, v = top_k(x, k)
+        prefix, codes = self.value_codes(v, generator)
+        joint = pack(codes | (idx << self.code_bits()), self.code_bits() + index_bits(d))
+        return (k,), torch.cat([prefix, joint]), (self.values(prefix, codes, x.dtype, k), idx)
 
-    def _parse(self, m: Message) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _parse(self, m):
         (k,) = m.meta
-        joint = unpack_uint(m.body[self.prefix_bytes :], k, self.code_bits() + index_bits(m.d))
-        idx = joint >> self.code_bits()
-        if k and int(idx.max()) >= m.d:
-            raise FrameError(f"{self.name}: index out of range for d={m.d}")
-        return m.body[: self.prefix_bytes], joint & ((1 << self.code_bits()) - 1), idx
+        width = self.code_bits() + index_bits(m.d)
+        idx, codes = unpack_indices(self.name, m.body[self.prefix_bytes :], k, width, m.d, shift=self.code_bits())
+        return self.values(m.body[: self.prefix_bytes], codes, m.dtype, k), idx
 
-    def _validate(self, m: Message) -> None:
-        self._decode(m)  # k values: decoding checks the codes too
-
-    def _decode(self, m: Message) -> torch.Tensor:
-        prefix, codes, idx = self._parse(m)
-        values = self.code_values(prefix, codes, m.dtype)
+    def values(self, prefix: torch.Tensor, codes: torch.Tensor, dtype: torch.dtype, k: int) -> torch.Tensor:
+        """The k decoded values C2(y)/zeta (or C2(y) unscaled) in dtype; FrameError on codes no encoder writes."""
+        values = self.code_values(prefix, codes, dtype)
         if self.scaled:  # type: ignore[attr-defined]
-            values = values / (1 + self.omega2(m.meta[0]))
-        out = torch.zeros(m.d, dtype=m.dtype, device=m.body.device)
-        out[idx] = values.to(m.dtype)
-        return out
+            values = values / (1 + self.omega2(k))
+        return values.to(dtype)
 
     def meta_layout(self, d):
         return (self._k(d),)

@@ -1,0 +1,143 @@
+"""The wire side of sparse codecs: pack and unpack k-bit integers (indices, or codes joined with
+indices), and scatter k values into a dense vector (set, or add times a weight).
+
+Packed integers use the layout of ``psgd.wire.pack_uint`` (element after element, least
+significant bit first), whose torch code is the reference. Unpacking checks what an encoder
+always writes: indices (the integer shifted right by the code bits) strictly ascending and < d.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from psgd import kernels
+from psgd.errors import FrameError
+from psgd.kernels import cpu, np_view
+from psgd.wire import pack_uint, unpack_uint
+
+MAX_WIDTH = 56  # a 64-bit accumulator holds one value plus the 7 bits still waiting to be written
+
+
+@cpu
+def _pack(values, width, out):
+    acc, held, p = 0, 0, 0
+    for v in values:
+        acc |= v << held
+        held += width
+        while held >= 8:
+            out[p] = acc & 0xFF
+            acc >>= 8
+            held -= 8
+            p += 1
+    if held:
+        out[p] = acc
+
+
+def pack(values: torch.Tensor, width: int) -> torch.Tensor:
+    """Non-negative int64 values < 2^width, width bits each: ceil(n width / 8) bytes (pack_uint's layout)."""
+    if width > MAX_WIDTH or values.dtype != torch.int64:
+        return pack_uint(values, width)
+
+    def fast():
+        out = torch.empty(math.ceil(values.numel() * width / 8), dtype=torch.uint8)
+        _pack(np_view(values.contiguous()), width, np_view(out))
+        return out
+
+    return kernels.run(_pack, (values,), fast=fast, reference=lambda: pack_uint(values, width))
+
+
+@cpu
+def _unpack_indices(packed, n, width, shift, d, idx, codes):
+    """Unpack n integers; idx = v >> shift, codes = low shift bits (when shift > 0).
+    Returns 0, or 1 for an index >= d, 2 for indices not strictly ascending."""
+    mask = (1 << width) - 1
+    acc, held, p, last = 0, 0, 0, -1
+    for j in range(n):
+        while held < width:
+            acc |= np.int64(packed[p]) << held
+            held += 8
+            p += 1
+        v = acc & mask
+        acc >>= width
+        held -= width
+        i = v >> shift
+        if i >= d:
+            return 1
+        if i <= last:
+            return 2
+        last = i
+        idx[j] = i
+        if shift:
+            codes[j] = v & ((1 << shift) - 1)
+    return 0
+
+
+def _unpack_indices_ref(packed: torch.Tensor, n: int, width: int, shift: int, d: int):
+    joint = unpack_uint(packed, n, width)
+    idx = joint >> shift
+    if n and int(idx.max()) >= d:
+        return 1, idx, joint
+    if n > 1 and not bool((idx[1:] > idx[:-1]).all()):
+        return 2, idx, joint
+    return 0, idx, joint & ((1 << shift) - 1) if shift else joint.new_zeros(0)
+
+
+def unpack_indices(
+    name: str, packed: torch.Tensor, n: int, width: int, d: int, shift: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(indices, codes): n integers of width bits, each an index << shift | a shift-bit code,
+    unpacked from pack's layout (codes all zero when shift = 0). FrameError unless the indices
+    are < d and strictly ascending."""
+    if width > MAX_WIDTH or not n:
+        status, idx, codes = _unpack_indices_ref(packed, n, width, shift, d)
+    else:
+
+        def fast():
+            idx = torch.empty(n, dtype=torch.int64)
+            codes = torch.zeros(n if shift else 0, dtype=torch.int64)
+            status = _unpack_indices(np_view(packed.contiguous()), n, width, shift, d, np_view(idx), np_view(codes))
+            return status, idx, codes
+
+        status, idx, codes = kernels.run(
+            _unpack_indices, (packed,), fast=fast, reference=lambda: _unpack_indices_ref(packed, n, width, shift, d)
+        )
+    if status == 1:
+        raise FrameError(f"{name}: index out of range for d={d}")
+    if status == 2:
+        raise FrameError(f"{name}: indices not strictly ascending")
+    return idx, codes
+
+
+@cpu
+def _scatter(out, idx, values, weight, add):
+    if add:
+        for j in range(idx.size):
+            out[idx[j]] += weight * values[j]
+    else:
+        for j in range(idx.size):
+            out[idx[j]] = values[j]
+
+
+def _scatter_ref(out: torch.Tensor, idx: torch.Tensor, values: torch.Tensor, weight: float, add: bool) -> None:
+    if not add:
+        out[idx] = values
+    elif weight == 1.0:
+        out.index_add_(0, idx, values)
+    else:
+        out.index_add_(0, idx, values * weight)
+
+
+def scatter(out: torch.Tensor, idx: torch.Tensor, values: torch.Tensor, weight: float = 1.0, add: bool = True) -> None:
+    """out[idx] += weight * values (weight * values rounded in out's dtype, as torch multiplies),
+    or out[idx] = values when add is False. idx distinct; values in out's dtype."""
+    if out.dtype not in (torch.float32, torch.float64) or not out.is_contiguous():
+        return _scatter_ref(out, idx, values, weight, add)
+
+    def fast():
+        a = np_view(out)
+        _scatter(a, np_view(idx), np_view(values.contiguous()), a.dtype.type(weight), add)
+
+    kernels.run(_scatter, (out, idx, values), fast=fast, reference=lambda: _scatter_ref(out, idx, values, weight, add))

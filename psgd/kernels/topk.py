@@ -1,0 +1,162 @@
+"""Selecting coordinates for sparse codecs: exact top-k of |x|, the coordinates at or above a
+threshold, and one coordinate drawn with probability |x_i| / ||x||_1.
+
+Top-k is a radix select on the IEEE bits: for finite x the bits of |x| (the sign bit cleared),
+read as an unsigned integer, grow with |x|. One pass counts the keys' top 16 bits (2^16 bins:
+the exponent and 7 mantissa bits); the bin holding the k-th largest key follows from the counts.
+A second pass keeps every coordinate of that bin or above (ascending) and counts the low 15 bits
+of that bin's candidates, which fixes the k-th largest key T exactly. Keeping the keys above T
+and the first ties at T gives k coordinates, ascending, without sorting.
+
+Tie rule: among coordinates whose |x_i| equals the k-th largest |x| (+0 and -0 are equal), the
+lowest indices win. The torch reference (CUDA and other dtypes) selects the same set.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from psgd import kernels
+from psgd.kernels import cpu, np_view
+
+_LOW = 15  # the low bits of the 31-bit key counted in the refining histogram; 2^16 bins above them
+
+
+@cpu
+def _top_k(bits, k):
+    """(indices ascending, value bits) of the k largest keys bits & 0x7FFFFFFF, lowest index first among ties."""
+    n = bits.size
+    high = np.zeros(1 << 16, np.int64)
+    for i in range(n):
+        high[(bits[i] & 0x7FFFFFFF) >> _LOW] += 1
+    above, b = 0, (1 << 16) - 1
+    while above + high[b] < k:
+        above += high[b]
+        b -= 1
+    kept = above + high[b]  # every key in bin b or above
+    idx = np.empty(kept, np.int64)
+    val = np.empty(kept, np.uint32)
+    low = np.zeros(1 << _LOW, np.int64)
+    floor = b << _LOW
+    j = 0
+    for i in range(n):
+        key = bits[i] & 0x7FFFFFFF
+        if key >= floor:
+            idx[j] = i
+            val[j] = bits[i]
+            j += 1
+            if key >> _LOW == b:
+                low[key & ((1 << _LOW) - 1)] += 1
+    need, t = k - above, (1 << _LOW) - 1
+    while low[t] < need:
+        need -= low[t]
+        t -= 1
+    threshold = floor | t  # the k-th largest key; `need` of its ties are kept
+    j = 0
+    for i in range(kept):
+        key = val[i] & 0x7FFFFFFF
+        if key == threshold and need > 0:
+            need -= 1
+        elif key <= threshold:
+            continue
+        idx[j] = idx[i]
+        val[j] = val[i]
+        j += 1
+    return idx[:k].copy(), val[:k].copy()
+
+
+def top_k_ref(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(indices ascending, x at them) of the k largest |x_i|, lowest indices first among ties: torch on any device."""
+    a = x.abs()
+    t = torch.topk(a, k, sorted=False).values.min()
+    above = a > t
+    ties = a == t
+    keep = above | (ties & (torch.cumsum(ties, 0) <= k - above.sum()))
+    idx = torch.nonzero(keep).view(-1)
+    return idx, x[idx]
+
+
+def top_k(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(indices ascending, x at them) of the k largest |x_i| (1 <= k <= d, x finite), lowest indices
+    first among ties."""
+    if x.dtype != torch.float32 or x.numel() >= 2**31:
+        return top_k_ref(x, k)
+
+    def fast():
+        idx, val = _top_k(np_view(x.contiguous()).view(np.uint32), k)
+        return torch.from_numpy(idx), torch.from_numpy(val.view(np.float32))
+
+    return kernels.run(_top_k, (x,), fast=fast, reference=lambda: top_k_ref(x, k))
+
+
+@cpu
+def _at_least(x, lam):
+    """(indices ascending, values) of the x_i with |x_i| >= lam: a counting pass, then a filling pass."""
+    n = 0
+    for v in x:
+        n += abs(v) >= lam
+    idx = np.empty(n, np.int64)
+    val = np.empty(n, x.dtype)
+    j = 0
+    for i in range(x.size):
+        if abs(x[i]) >= lam:
+            idx[j] = i
+            val[j] = x[i]
+            j += 1
+    return idx, val
+
+
+def at_least_ref(x: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(indices ascending, x at them) of the |x_i| >= lam (lam rounded to x's dtype, as torch compares)."""
+    idx = torch.nonzero(x.abs() >= lam).view(-1)
+    return idx, x[idx]
+
+
+def at_least(x: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(indices ascending, x at them) of the coordinates with |x_i| >= lam, lam rounded to x's dtype."""
+    if x.dtype not in (torch.float32, torch.float64):
+        return at_least_ref(x, lam)
+    a = np_view(x.contiguous()) if x.device.type == "cpu" else None
+
+    def fast():
+        idx, val = _at_least(a, a.dtype.type(lam))
+        return torch.from_numpy(idx), torch.from_numpy(val)
+
+    return kernels.run(_at_least, (x,), fast=fast, reference=lambda: at_least_ref(x, lam))
+
+
+@cpu
+def _inverse_cdf(x, u):
+    """The first i whose running float64 sum of |x| exceeds u times the total (0 when x = 0)."""
+    total = 0.0
+    for v in x:
+        total += abs(np.float64(v))
+    if total == 0:
+        return 0
+    target = u * total
+    run = 0.0
+    for i in range(x.size):
+        run += abs(np.float64(x[i]))
+        if run > target:
+            return i
+    return x.size - 1
+
+
+def inverse_cdf_ref(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """[first i with cumsum(|x|)_i > u ||x||_1] (float64 running sums; [0] for x = 0), on x's device."""
+    cdf = torch.cumsum(x.abs().to(torch.float64), 0)
+    if float(cdf[-1]) == 0:
+        return torch.zeros(1, dtype=torch.int64, device=x.device)
+    return torch.searchsorted(cdf, u * cdf[-1], right=True).clamp_(max=x.numel() - 1)
+
+
+def inverse_cdf(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """One index drawn with probability |x_i| / ||x||_1 by the float64 uniform u (shape [1]), as a [1] tensor."""
+    if x.dtype not in (torch.float32, torch.float64):
+        return inverse_cdf_ref(x, u)
+
+    def fast():
+        return torch.tensor([_inverse_cdf(np_view(x.contiguous()), float(u))], dtype=torch.int64)
+
+    return kernels.run(_inverse_cdf, (x,), fast=fast, reference=lambda: inverse_cdf_ref(x, u))
