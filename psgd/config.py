@@ -29,6 +29,7 @@ class RunConfig:
     device: str = "auto"  # "auto": each worker on a GPU when there is one (round-robin), else CPU
     link: str = ""  # emulated link, e.g. "bandwidth=1Gbit,latency=50us" (empty: none)
     checkpoint_every: int = 0  # rounds between checkpoints (0: only at the end)
+    timeout_s: float = 0.0  # seconds a rank waits for a frame before the job ends as stalled (0: auto)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -125,6 +126,8 @@ def from_dict(data: dict) -> RunConfig:
         raise ConfigError(f"eval_every must be >= 1, got {cfg.eval_every}")
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {cfg.device!r}")
+    if not cfg.timeout_s >= 0:
+        raise ConfigError(f"timeout_s must be >= 0 (0: automatic), got {cfg.timeout_s}")
     if cfg.checkpoint_every < 0:
         raise ConfigError(f"checkpoint_every must be >= 0, got {cfg.checkpoint_every}")
     link.parse(cfg.link)

@@ -15,3 +15,8 @@ class FrameError(PsgdError, ValueError):
 
 class NonFiniteError(PsgdError, ValueError):
     """A tensor to encode holds NaN or Inf: the run diverged, or its input is broken."""
+
+
+class Stalled(PsgdError):
+    """A peer sent nothing within the timeout: it is stopped, dead or hung. The job ends (all
+    ranks aborted) with one message naming the rank and round; the last checkpoint stays."""

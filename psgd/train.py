@@ -18,9 +18,10 @@ import torch
 
 import psgd
 from psgd import config
-from psgd.errors import ConfigError, PsgdError
+from psgd.errors import ConfigError, PsgdError, Stalled
 from psgd.methods import registered as methods
 from psgd.runtime import checkpoint, devices, link, rundir
+from psgd.runtime.patience import WORKER, Patience
 from psgd.runtime.server import ServerNode
 from psgd.runtime.simulate import run_in_process
 from psgd.tasks import registered as tasks
@@ -28,14 +29,15 @@ from psgd.tasks import registered as tasks
 EPILOG = """\
 config keys (any of them with --set key=value; values are TOML, bare words are strings):
   name, seed, rounds, eval_every, device = auto|cpu|cuda, checkpoint_every (0: at the end only),
-  link (emulated network, e.g. "bandwidth=1Gbit,latency=50us"; empty: none)
+  link (emulated network, e.g. "bandwidth=1Gbit,latency=50us"; empty: none),
+  timeout_s (seconds a rank waits for a frame before the job ends as stalled; 0: automatic)
   task.name = {tasks}; task.batch_size, task.split = iid|label_skew, and the task's own keys
   method.name = {methods}; method.uplink, method.downlink (compressor specs such as
       topk:ratio=0.01, scaled_sign, identity; see python -m psgd.compress),
       method.lr, method.momentum, method.nesterov, method.weight_decay, method.decay_norm_and_bias,
       method.lr_milestones, method.lr_gamma, method.lr_warmup (rounds), method.lr_warmup_start,
       and the method's own keys
-exit status: 0 done, 2 bad input (config, CLI, data path, payload).
+exit status: 0 done, 2 bad input (config, CLI, data path, payload) or a stalled rank.
 """
 
 
@@ -64,7 +66,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-RESUMABLE = ("rounds", "eval_every", "checkpoint_every", "link")
+RESUMABLE = ("rounds", "eval_every", "checkpoint_every", "link", "timeout_s")
 CHECKPOINT = "checkpoint.psgd"
 SETUP_TAG = 8  # a failed rank's reason, before any payload moves
 
@@ -293,14 +295,13 @@ def mpi_main(cfg, args) -> int:
     if emulated is not None and rank == 0:  # the server's link carries every frame, one after another
         transport = link.EmulatedLink(transport, emulated, hold_receives=True)
     if rank != 0:
-        while not node.done:
-            reply = node.handle(transport.recv(0))
-            if reply is not None:
-                transport.send(0, reply)
-        return node.exit_status
+        return serve(node, transport, comm)
     start = time.perf_counter()
     try:
         result = node.run(transport, resume=resume, history=history)
+    except Stalled as e:  # the stalled rank would never answer a shut-down: stop every rank
+        fail(str(e))
+        comm.Abort(2)
     except PsgdError:
         raise
     except Exception as e:  # a bug, not bad input: its traceback, then stop every rank rather than leave them waiting
@@ -311,6 +312,28 @@ def mpi_main(cfg, args) -> int:
     folder.finish(summary)
     report(summary, folder.path)
     return 0
+
+
+def serve(node, transport, comm) -> int:
+    """A worker rank's loop: answer every frame of the server until BYE. A server silent for
+    longer than the patience (timeout_s) ends the job: one message, every rank aborted."""
+    patience = Patience(node.cfg.timeout_s, WORKER)
+    while not node.done:
+        t0 = time.perf_counter()
+        try:
+            _, data = transport.recv_any([0], patience.seconds())
+        except Stalled:
+            fail(
+                f"the server (rank 0) sent nothing for {patience.seconds():.0f} s after round {node.round - 1} "
+                "(stopped, dead or hung); ending the job",
+                node.rank,
+            )
+            comm.Abort(2)
+        patience.observe(time.perf_counter() - t0)
+        reply = node.handle(data)
+        if reply is not None:
+            transport.send(0, reply)
+    return node.exit_status
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,9 +2,11 @@
 bytes equal to what MPI moved, and bad input ends every rank with one message and exit 2."""
 
 import json
+import time
 
 import pytest
 
+from psgd.runtime import checkpoint
 from tests.mpi_launch import launch, mpirun
 
 pytestmark = pytest.mark.skipif(mpirun() is None, reason="no mpirun on PATH or in the venv")
@@ -103,3 +105,26 @@ def test_corrupted_frame_under_mpi(fault, uplink, tmp_path, monkeypatch):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("psgd: error")]
     assert len(errors) == 1 and "malformed frame from rank 2 in round 3" in errors[0], proc.stderr
     assert len(records(tmp_path / "x")) == 3  # rounds 0..2 were logged before the failure
+
+
+@pytest.mark.parametrize("how", ["sleep", "stop", "server"])
+def test_a_stalled_rank_ends_the_job_with_one_message(how, tmp_path, monkeypatch):
+    """A worker that sleeps or is stopped (SIGSTOP) in round 3, or a server that goes silent: after
+    timeout_s the job ends, exit status 2, one message naming the rank and round, no hang; the
+    checkpoint written before the stall stays loadable."""
+    monkeypatch.setenv("PSGD_STALL", how)
+    out = tmp_path / "x"
+    args = ["--out", str(out), "--set", "rounds=10", "--set", "timeout_s=4", "--set", "checkpoint_every=2"]
+    t0 = time.monotonic()
+    proc = launch(3, ["tests/mpi_stall.py", *args], timeout=100)
+    assert time.monotonic() - t0 < 60, "the job outlived its timeout by far"
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("psgd: error")]
+    assert len(errors) == 1, proc.stderr
+    if how == "server":
+        assert "the server (rank 0) sent nothing for 8 s after round 2" in errors[0]  # workers wait 2x
+    else:
+        assert "rank 2 sent nothing for 4 s in round 3" in errors[0]
+        assert "continue with --resume" in errors[0]
+    tensors, meta = checkpoint.load(out / "checkpoint.psgd")
+    assert meta["round"] == 2

@@ -71,8 +71,8 @@ class EmulatedLink:
             time.sleep(self.link.hold(len(data)))
         return data
 
-    def recv_any(self, sources: list[int]) -> tuple[int, bytes]:
-        source, data = self.inner.recv_any(sources)
+    def recv_any(self, sources: list[int], timeout: float | None = None) -> tuple[int, bytes]:
+        source, data = self.inner.recv_any(sources, timeout)
         if self.hold_receives:
             time.sleep(self.link.hold(len(data)))
         return source, data

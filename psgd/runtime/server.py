@@ -23,13 +23,14 @@ from dataclasses import dataclass, field
 import torch
 
 from psgd.config import RunConfig
-from psgd.errors import FrameError, NonFiniteError, PsgdError
+from psgd.errors import FrameError, NonFiniteError, PsgdError, Stalled
 from psgd.methods import Context, build
 from psgd.runtime import checkpoint
 from psgd.runtime.aggregate import Aggregator
 from psgd.runtime.clock import now
 from psgd.runtime.frames import guarded, pack, parse
 from psgd.runtime.ledger import Counts, Ledger
+from psgd.runtime.patience import Patience
 from psgd.runtime.transport import Transport
 from psgd.tasks import task_class
 from psgd.wire import Frame, decode_frame, encode_frame
@@ -66,6 +67,21 @@ class ServerNode:
         self.progress = progress or (lambda record, cfg: None)
         self.checkpoint_path = checkpoint_path
         self.worker_devices: list[str] = []
+        self.patience = Patience(cfg.timeout_s)
+
+    def receive(self, transport: Transport, pending: list[int], round: int | None) -> tuple[int, bytes]:
+        """The first frame in from the pending workers; Stalled (naming them and the round) when
+        none comes within the patience."""
+        t0 = time.perf_counter()
+        try:
+            w, data = transport.recv_any(pending, self.patience.seconds())
+        except Stalled as e:
+            where = f"round {round}" if round is not None else "shut-down"
+            saved = self.checkpoint_path is not None and self.checkpoint_path.exists()
+            hint = "; the last checkpoint is kept: continue with --resume" if saved else ""
+            raise Stalled(f"{e} in {where} (stopped, dead or hung){hint}") from None
+        self.patience.observe(time.perf_counter() - t0)
+        return w, data
 
     def ctx(self, round: int) -> Context:
         return Context(round, 0, self.n, self.cfg.seed, self.device)
@@ -82,7 +98,7 @@ class ServerNode:
         frames, seconds, failure = [], 0.0, None
         for w in range(1, self.n + 1):
             t0 = time.perf_counter()
-            data = transport.recv(w)
+            _, data = self.receive(transport, [w], round)
             seconds += time.perf_counter() - t0
             try:
                 frame = decode_frame(data, sender=w, round=round)
@@ -105,6 +121,8 @@ class ServerNode:
         result = RunResult(rounds=list(history))
         try:
             self._rounds(transport, result, resume)
+        except Stalled:
+            raise  # a shut-down would wait on the stalled rank: the caller aborts the job
         except PsgdError as e:
             with contextlib.suppress(PsgdError):  # the first error is the one to report
                 self.shutdown(transport, status=2, text=str(e))
@@ -168,7 +186,7 @@ class ServerNode:
         wait_s = work_s = 0.0
         while pending:
             t0 = time.perf_counter()
-            w, data = transport.recv_any(pending)
+            w, data = self.receive(transport, pending, t)
             t1 = time.perf_counter()
             wait_s += t1 - t0
             pending.remove(w)
@@ -227,7 +245,7 @@ class ServerNode:
             ledger.sent(w, len(request), header)
         parts = []
         for w in range(1, self.n + 1):
-            data = transport.recv(w)
+            _, data = self.receive(transport, [w], round)
             frame = decode_frame(data, sender=w, round=round)
             ledger.received(w, len(data), len(data) - frame.body_len)
             if frame.kind != reply or len(frame.parts) != 1:

@@ -14,13 +14,15 @@ from typing import Protocol
 
 import torch
 
+from psgd.errors import Stalled
+
 
 class Transport(Protocol):
     def send(self, dest: int, data: bytes) -> None: ...
 
     def recv(self, source: int) -> bytes: ...
 
-    def recv_any(self, sources: list[int]) -> tuple[int, bytes]: ...
+    def recv_any(self, sources: list[int], timeout: float | None = None) -> tuple[int, bytes]: ...
 
 
 class MPITransport:
@@ -42,16 +44,20 @@ class MPITransport:
     def recv(self, source: int) -> memoryview:
         return self.recv_any([source])[1]
 
-    def recv_any(self, sources: list[int]) -> tuple[int, memoryview]:
+    def recv_any(self, sources: list[int], timeout: float | None = None) -> tuple[int, memoryview]:
         """Wait, without spinning a core (Iprobe, then back off with short sleeps), for a frame
         from any of sources; receive it into that sender's buffer. The view stays valid until the
-        next receive from the same sender (the server is done with a round's frames by then)."""
+        next receive from the same sender (the server is done with a round's frames by then).
+        Stalled when none arrives within timeout seconds (None: wait for ever)."""
         status = self.MPI.Status()
-        delay = 0.0
+        delay, start = 0.0, time.monotonic()
         while True:
             for source in sources:
                 if self.comm.Iprobe(source=source, tag=self.TAG, status=status):
                     return source, self._take(source, status.Get_count(self.MPI.BYTE))
+            if timeout is not None and time.monotonic() - start > timeout:
+                ranks = ", ".join(map(str, sources))
+                raise Stalled(f"rank{'s' if len(sources) > 1 else ''} {ranks} sent nothing for {timeout:.0f} s")
             time.sleep(delay)
             delay = min(1e-3, delay * 2 + 1e-6)
 
@@ -83,6 +89,6 @@ class LocalTransport:
     def recv(self, source: int) -> bytes:
         return self.outbox[source].popleft()
 
-    def recv_any(self, sources: list[int]) -> tuple[int, bytes]:
-        """Every reply is in already: the first of sources."""
+    def recv_any(self, sources: list[int], timeout: float | None = None) -> tuple[int, bytes]:
+        """Every reply is in already: the first of sources (nothing can stall in one process)."""
         return sources[0], self.recv(sources[0])
