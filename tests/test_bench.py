@@ -42,6 +42,7 @@ def test_round_reports_the_frames_bytes_and_break_even_links(capsys):
             sum(x[f"{k}_ms"] for k in ("parse", "accumulate", "server_step", "pack_down"))
         )
         assert ("break_even" in x) == (x["spec"] != "identity")
+        assert list(x["targets"]) == (["server_round_copies"] if x["spec"] in ("identity", "scaled_sign") else [])
     for f in r["results"][1]["break_even"]:
         assert f["pays"] in ("always", "never", "below B*") and (f["Gbps"] is None) == (f["pays"] == "always")
     assert [f["workers"] for f in r["results"][1]["break_even"]] == [4, 16, 64]
