@@ -2,35 +2,84 @@
 
 Biased and not contractive without a scale (||sign(x) - x|| is unbounded relative to
 ||x||): no omega, no delta. Use ``scaled_sign`` or ``block_sign`` for error feedback.
+
+``SignBits`` is the family's shared codec: the body is one fp32 scale s_b per block (none
+here, where s = 1), then d sign bits (1 = x_i >= 0), and C(x)_i = +-s_b for i in block b.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from psgd.compress.base import Compressor, Message
+from psgd.compress.base import Compressor, Message, check_fits, packed_bytes, require_finite
 from psgd.compress.registry import register
-from psgd.wire import unpack_bits
-from psgd.wire.bits import pack_nonnegative
+from psgd.kernels.signs import pack_signs, sign_values
+
+
+class SignBits(Compressor):
+    """Sign bits with per-block l1 scales s_b = ||x_b||_1 / d_b (or s = 1 when not ``scaled``)."""
+
+    scaled: ClassVar[bool] = True
+    scale_name: ClassVar[str] = "||x_b||_1/d_b"
+
+    def sizes(self, d: int) -> list[int]:
+        """The block sizes (summing to d)."""
+        return [d]
+
+    def _scale_count(self, d: int) -> int:
+        return len(self.sizes(d)) if self.scaled else 0
+
+    def _encode(self, x, generator):
+        d = x.numel()
+        sizes, nb = self.sizes(d), self._scale_count(d)
+        body = torch.empty(4 * nb + packed_bytes(d), dtype=torch.uint8, device=x.device)
+        l1 = pack_signs(x, sizes, body[4 * nb :], self.scaled)
+        if nb:
+            means = l1 / torch.tensor(sizes, dtype=torch.float64, device=l1.device)
+            if x.dtype == torch.float64:  # else ||x_b||_1/d_b <= max |x_i| fits
+                check_fits(self.scale_name, float(means.max()), x.dtype)
+            body[: 4 * nb].view(torch.float32).copy_(means)
+        return (), body
+
+    def _parse(self, m: Message) -> tuple[torch.Tensor, torch.Tensor]:
+        """(one scale per block in the message's dtype, the sign bits)."""
+        nb = self._scale_count(m.d)
+        if not nb:
+            return torch.ones(1, dtype=m.dtype, device=m.body.device), m.body
+        scales = m.body[: 4 * nb].view(torch.float32)
+        require_finite(self.name, scales, "scale")
+        return scales.to(m.dtype), m.body[4 * nb :]
+
+    def _decode(self, m: Message) -> torch.Tensor:
+        scales, bits = self.parsed(m)
+        out = torch.empty(m.d, dtype=m.dtype, device=bits.device)
+        sign_values(bits, self.sizes(m.d), scales, out, add=False)
+        return out
+
+    def decode_into(self, m: Message, out: torch.Tensor) -> torch.Tensor:
+        """out = C(x) in one pass over out (the default zeroes it, then accumulates)."""
+        if out.numel() != m.d:
+            raise ValueError(f"{self.name}: decode into {out.numel()} elements, message has d = {m.d}")
+        scales, bits = self.parsed(m)
+        sign_values(bits, self.sizes(m.d), scales, out, add=False)
+        return out
+
+    def _accumulate(self, m: Message, out: torch.Tensor, weight: float) -> None:
+        scales, bits = self.parsed(m)
+        sign_values(bits, self.sizes(m.d), scales * weight, out, add=True)
+
+    def _bits(self, d):
+        return d + 32 * self._scale_count(d)
 
 
 @register
 @dataclass(frozen=True)
-class Sign(Compressor):
+class Sign(SignBits):
     name = "sign"
     summary = "sign(x) in {-1, +1} (0 -> +1): one bit per coordinate"
     klass = "biased, not contractive"
     wire_bits = "d"
-
-    def _encode(self, x, generator):
-        return (), pack_nonnegative(x)
-
-    def _decode(self, m: Message) -> torch.Tensor:
-        positive = unpack_bits(m.body, m.d)
-        one = torch.ones((), dtype=m.dtype, device=m.body.device)
-        return torch.where(positive, one, -one)
-
-    def _bits(self, d):
-        return d
+    scaled = False
