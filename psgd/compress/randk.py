@@ -10,7 +10,8 @@ EF21 code). With ``shared_seed=false`` the sorted indices are sent: k(32 + ceil(
 The values are x_S in fp32; the decoder applies d/k. The seed is drawn from the caller's
 generator, so workers given independent generators (``Context.rng``) draw independent sets
 either way. S is a counter-based draw keyed by the seed (``psgd.kernels.randk``), the same
-indices on every device, drawn once per message on the device that holds it.
+indices on every device, drawn once per message on the device that holds it; decode and
+accumulate scatter C(x)_S (``psgd.compress.sparse.Scattered``).
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import torch
 from psgd.compress.base import SEED, Compressor, Message, require_finite
 from psgd.compress.randomness import draw_seed, seed_key
 from psgd.compress.registry import register
-from psgd.compress.topk import check_ratio_k, check_sent, pack_sparse, resolve_k, sparse_bits, unpack_sparse
-from psgd.errors import FrameError
+from psgd.compress.sparse import Scattered
+from psgd.compress.topk import check_ratio_k, check_sent, pack_sparse, resolve_k, sparse_bits, validate_sparse
 from psgd.kernels import randk
 
 
@@ -34,7 +35,7 @@ def random_subset(d: int, k: int, seed: int, device: torch.device | str = "cpu")
 
 @register
 @dataclass(frozen=True)
-class RandK(Compressor):
+class RandK(Scattered, Compressor):
     ratio: float | None = None
     k: int | None = None
     scaled: bool = True
@@ -52,21 +53,15 @@ class RandK(Compressor):
     def unbiased(self) -> bool:  # type: ignore[override]
         return self.scaled
 
-    def _encode(self, x, generator):
-        return self._encode_seeded(x, generator, None)
+    def _encode_parsed(self, x, generator):
+        return self._sample(x, generator, None)
 
     def _encode_seeded(self, x, generator, seed):
         meta, body, _ = self._sample(x, generator, seed)
         return meta, body
 
-    def _encode_reconstruct(self, x, generator):
-        meta, body, (values, idx) = self._sample(x, generator, None)
-        rec = torch.zeros_like(x)
-        rec[idx] = self._values(values, x.dtype, x.numel())
-        return meta, body, rec
-
     def _sample(self, x, generator, seed) -> tuple[tuple, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """(meta, body, (fp32 values sent, S)) of x's message."""
+        """(meta, body, parsed) of x's message: S drawn once, x_S gathered once."""
         d = x.numel()
         k = resolve_k(self.name, d, self.ratio, self.k)
         if seed is None:
@@ -75,9 +70,10 @@ class RandK(Compressor):
         values = x.index_select(0, idx)
         check_sent(values, d / k if self.scaled else 1.0)
         sent = values.to(torch.float32)
+        parsed = self._values(sent, x.dtype, d), idx
         if self.shared_seed:
-            return (k, seed), sent.view(torch.uint8), (sent, idx)
-        return (k,), pack_sparse(sent, idx, d), (sent, idx)
+            return (k, seed), sent.view(torch.uint8), parsed
+        return (k,), pack_sparse(sent, idx, d), parsed
 
     def _values(self, sent: torch.Tensor, dtype: torch.dtype, d: int) -> torch.Tensor:
         """C(x)_S in the message's dtype: the fp32 values sent, times d/k when scaled."""
@@ -85,30 +81,15 @@ class RandK(Compressor):
         return values * (d / values.numel()) if self.scaled else values
 
     def _parse(self, m: Message) -> tuple[torch.Tensor, torch.Tensor]:
-        """(fp32 values, S): S from the seed, or the sent indices, which must ascend strictly within range(d)."""
+        """(C(x)_S, S): S from the seed, or the sent indices (ascending, within range(d))."""
         k = m.meta[0]
         if self.shared_seed:
-            values = m.body.view(torch.float32)
-            require_finite(self.name, values, "value")
-            return values, random_subset(m.d, k, m.meta[1], m.body.device)
-        values, idx = unpack_sparse(m.body, k, m.d)
-        require_finite(self.name, values, "value")
-        if int(idx.max()) >= m.d:
-            raise FrameError(f"{self.name}: index out of range for d={m.d}")
-        if bool((idx[1:] <= idx[:-1]).any()):  # distinct indices: accumulating adds each value once
-            raise FrameError(f"{self.name}: indices not strictly ascending")
-        return values, idx
-
-    def _decode(self, m: Message) -> torch.Tensor:
-        values, idx = self.parsed(m)
-        out = torch.zeros(m.d, dtype=m.dtype, device=m.body.device)
-        out[idx] = self._values(values, m.dtype, m.d)
-        return out
-
-    def _accumulate(self, m: Message, out: torch.Tensor, weight: float) -> None:
-        values, idx = self.parsed(m)
-        values = self._values(values, m.dtype, m.d)
-        out.index_add_(0, idx, values if weight == 1 else values * weight)  # out_i + fl(weight v_i)
+            sent = m.body.view(torch.float32)
+            require_finite(self.name, sent, "value")
+            idx = random_subset(m.d, k, m.meta[1], m.body.device)
+        else:
+            sent, idx = validate_sparse(self.name, m.body, k, m.d)
+        return self._values(sent, m.dtype, m.d), idx
 
     def meta_layout(self, d):
         k = resolve_k(self.name, d, self.ratio, self.k)
