@@ -42,7 +42,10 @@ def test_format_round_trip_and_validation(tmp_path):
     loaded, m = checkpoint.load(path)
     assert m == meta and all(torch.equal(loaded[k], tensors[k]) for k in tensors)
     data = path.read_bytes()
-    for bad, why in [(b"X" + data[1:], "bad magic"), (data[:-3], "tensor entry|trailing"), (data + b"\0", "trailing")]:
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0x10
+    cases = [(b"X" + data[1:], "bad magic"), (data[:-3], "checksum"), (data + b"\0", "checksum"), (flipped, "checksum")]
+    for bad, why in cases:
         with pytest.raises(PsgdError, match=why):
             checkpoint.from_bytes(bad)
     (tmp_path / "p.psgd").write_bytes(pickle.dumps({"x": 1}))
@@ -122,3 +125,69 @@ def test_resume_under_mpi_equals_the_uninterrupted_run(tmp_path):
     resumed = launch(4, [*train, "--resume", str(tmp_path / "part"), "--set", "rounds=16"])
     assert resumed.returncode == 0, resumed.stderr
     assert_same_run(tmp_path / "full", tmp_path / "part")
+
+
+def test_a_damaged_checkpoint_is_one_clear_error_on_resume(tmp_path, capsys):
+    """Truncated or flipped: --resume ends with one message and exit 2, never a traceback or a wrong resume."""
+    assert main(["--simulate", "2", "--quiet", "--set", "rounds=6", *SMALL, "--out", str(tmp_path / "r")]) == 0
+    path = tmp_path / "r" / "checkpoint.psgd"
+    good = path.read_bytes()
+    flipped = bytearray(good)
+    flipped[-100] ^= 1
+    for damaged in (good[: len(good) // 2], bytes(flipped)):
+        path.write_bytes(damaged)
+        capsys.readouterr()
+        assert main(["--simulate", "2", "--quiet", "--resume", str(tmp_path / "r"), "--set", "rounds=8"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "checksum mismatch: the file is truncated or corrupted" in err[0], err
+
+
+@pytest.mark.parametrize("failing", ["checkpoint", "rounds"])
+def test_a_failed_write_is_one_message_and_keeps_what_was_written(failing, tmp_path, capsys, monkeypatch):
+    """A full disk (OSError ENOSPC) mid-run, at the second checkpoint (after round 5) or at round 4's
+    record: one message, exit 2; the previous checkpoint still loads and rounds.jsonl keeps every
+    earlier record."""
+    import errno
+    import os
+
+    def full():
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if failing == "checkpoint":
+        real_fsync, fsyncs = os.fsync, []
+
+        def fsync(fd):
+            fsyncs.append(fd)
+            if len(fsyncs) == 2:
+                full()
+            real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+    else:
+        real_log = rundir.RunDir.log
+
+        class Full:  # the log file, once the disk is full
+            def __init__(self, f):
+                self.f = f
+
+            def write(self, text):
+                full()
+
+            def __getattr__(self, name):
+                return getattr(self.f, name)
+
+        def log(self, record):
+            if record["round"] == 4:
+                self.rounds = Full(self.rounds)
+            real_log(self, record)
+
+        monkeypatch.setattr(rundir.RunDir, "log", log)
+    out = tmp_path / "r"
+    args = ["--simulate", "2", "--quiet", "--set", "rounds=9", "--set", "checkpoint_every=3", *SMALL]
+    assert main([*args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "No space left on device" in err[0], err
+    _, meta = checkpoint.load(out / "checkpoint.psgd")
+    assert meta["round"] == 3
+    assert [r["round"] for r in records(out)] == list(range(6 if failing == "checkpoint" else 4))
+    assert not (out / "checkpoint.tmp").exists()

@@ -1,13 +1,17 @@
 """Checkpoint files and state blobs: named tensors plus a small msgpack header, no pickle.
 
-Layout: ``PSGDCKPT`` + msgpack ``{"meta": {...}, "tensors": [[name, dtype, shape, nbytes], ...]}``
-+ the tensors' raw bytes in that order. Loading parses the header, checks every length and
-builds tensors from the bytes: nothing is ever unpickled. Files are written atomically.
+Layout: ``PSGDCKP2`` + msgpack ``{"meta": {...}, "tensors": [[name, dtype, shape, nbytes], ...]}``
++ the tensors' raw bytes in that order + a 16-byte BLAKE2b digest of everything before it.
+Loading checks the digest first (a truncated or corrupted file is one clear error, never a
+wrong resume), then parses the header, checks every length and builds tensors from the bytes:
+nothing is ever unpickled. Files are written to a temporary name, flushed to disk and renamed,
+so a kill, a second signal or a full disk while writing leaves the previous checkpoint intact.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from pathlib import Path
 
@@ -17,7 +21,9 @@ import torch
 from psgd.errors import PsgdError
 from psgd.methods.optim import SGDStep
 
-MAGIC = b"PSGDCKPT"
+MAGIC = b"PSGDCKP2"
+OLD_MAGIC = b"PSGDCKPT"  # the format before checksums
+DIGEST = 16
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "int64": torch.int64, "uint8": torch.uint8}
 
 
@@ -31,15 +37,25 @@ def to_bytes(tensors: dict[str, torch.Tensor], meta: dict) -> bytes:
         raw = t.reshape(-1).view(torch.uint8).numpy().tobytes()
         index.append([name, dtype, list(t.shape), len(raw)])
         blobs.append(raw)
-    return b"".join([MAGIC, msgpack.packb({"meta": meta, "tensors": index}), *blobs])
+    body = b"".join([MAGIC, msgpack.packb({"meta": meta, "tensors": index}), *blobs])
+    return body + digest(body)
+
+
+def digest(data) -> bytes:
+    return hashlib.blake2b(data, digest_size=DIGEST).digest()
 
 
 def from_bytes(data: bytes, what: str = "checkpoint") -> tuple[dict[str, torch.Tensor], dict]:
     def bad(why):
         return PsgdError(f"{what} is not a valid psgd checkpoint: {why}")
 
+    if data.startswith(OLD_MAGIC):
+        raise bad("written by an older psgd without a checksum; start the run again")
     if not data.startswith(MAGIC):
         raise bad("bad magic")
+    if len(data) < len(MAGIC) + DIGEST or digest(memoryview(data)[:-DIGEST]) != data[-DIGEST:]:
+        raise bad("checksum mismatch: the file is truncated or corrupted")
+    data = memoryview(data)[:-DIGEST]
     unpacker = msgpack.Unpacker(raw=False, max_buffer_size=len(data))
     unpacker.feed(data[len(MAGIC) :])
     try:
@@ -62,9 +78,17 @@ def from_bytes(data: bytes, what: str = "checkpoint") -> tuple[dict[str, torch.T
 
 
 def save(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """Write atomically; an unwritable folder or a full disk is one PsgdError, the previous file intact."""
     tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(to_bytes(tensors, meta))
-    os.replace(tmp, path)  # a job killed while writing leaves the previous checkpoint intact
+    try:
+        with open(tmp, "wb") as f:
+            f.write(to_bytes(tensors, meta))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise PsgdError(f"cannot write the checkpoint {path}: {e.strerror or e}; the previous one is kept") from None
 
 
 def load(path: Path) -> tuple[dict[str, torch.Tensor], dict]:

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 from psgd.config import RunConfig, to_toml
-from psgd.errors import ConfigError
+from psgd.errors import ConfigError, PsgdError
 
 
 def choose(out: str | None, name: str, root: str = "runs") -> Path:
@@ -72,8 +72,11 @@ class RunDir:
             raise ConfigError(f"cannot write run folder {path}: {e.strerror}") from None
 
     def log(self, record: dict) -> None:
-        self.rounds.write(json.dumps(_clean(record)) + "\n")
-        self.rounds.flush()
+        try:
+            self.rounds.write(json.dumps(_clean(record)) + "\n")
+            self.rounds.flush()
+        except OSError as e:  # a torn last line is dropped on reading: the earlier records stay
+            raise PsgdError(f"cannot write {self.path / 'rounds.jsonl'}: {e.strerror or e}") from None
         self.logged += 1
 
     def discard(self) -> None:
@@ -89,5 +92,8 @@ class RunDir:
                 (self.path / name).unlink(missing_ok=True)
 
     def finish(self, summary: dict) -> None:
-        self.rounds.close()
-        (self.path / "summary.json").write_text(json.dumps(_clean(summary), indent=2) + "\n")
+        try:
+            self.rounds.close()
+            (self.path / "summary.json").write_text(json.dumps(_clean(summary), indent=2) + "\n")
+        except OSError as e:
+            raise PsgdError(f"cannot write {self.path / 'summary.json'}: {e.strerror or e}") from None
