@@ -77,15 +77,25 @@ def test_uniform():
 def test_pack_signs():
     for d in DS:
         x = vector(d, d, spread=3)
-        bits = torch.empty((d + 7) // 8, dtype=torch.uint8, device=DEVICE)
-        l1 = signs.pack_signs(on_device(x), bits, l1=True)
-        l1_ref = torch.linalg.vector_norm(x, 1, dtype=torch.float64)
-        assert same(bits, pack_bits(x >= 0))
-        assert torch.isclose(l1.cpu(), l1_ref, rtol=1e-14, atol=0)
-        assert same((l1 / d).to(torch.float32), (l1_ref / d).to(torch.float32))  # the scale on the wire
-    assert signs.pack_signs(on_device(x), bits) is None and same(bits, pack_bits(x >= 0))
+        check_pack_signs(x, [d])
+    for d in SHORT:
+        for sizes in block_layouts(d):
+            check_pack_signs(vector(d, len(sizes), spread=3), sizes)
+    bits = torch.empty(2, dtype=torch.uint8, device=DEVICE)
     x = torch.tensor([0.0, -0.0] * 5)
-    assert float(signs.pack_signs(on_device(x), bits[:2], l1=True)) == 0 and same(bits[:2], pack_bits(x >= 0))
+    assert float(signs.pack_signs(on_device(x), [10], bits, l1=True)) == 0 and same(bits, pack_bits(x >= 0))
+
+
+def check_pack_signs(x: torch.Tensor, sizes: list[int]) -> None:
+    bits = torch.empty((x.numel() + 7) // 8, dtype=torch.uint8, device=DEVICE)
+    assert signs.pack_signs(on_device(x), sizes, bits, l1=False) is None and same(bits, pack_bits(x >= 0))
+    bits.zero_()
+    l1 = signs.pack_signs(on_device(x), sizes, bits, l1=True)
+    assert same(bits, pack_bits(x >= 0))
+    l1_ref = torch.stack([torch.linalg.vector_norm(b, 1, dtype=torch.float64) for b in x.split(sizes)])
+    assert torch.allclose(l1.cpu(), l1_ref, rtol=1e-14, atol=0)
+    n = torch.tensor(sizes, dtype=torch.float64)
+    assert same((l1.cpu() / n).to(torch.float32), (l1_ref / n).to(torch.float32)), sizes  # the scales on the wire
 
 
 def block_layouts(d: int) -> list[list[int]]:
@@ -100,15 +110,14 @@ def check_sign_values(d: int, sizes: list[int], weight: float) -> None:
     bits = pack_bits(x >= 0)
     l1 = torch.stack([torch.linalg.vector_norm(b, 1, dtype=torch.float64) for b in x.split(sizes)])
     p = (weight * l1 / torch.tensor(sizes, dtype=torch.float64)).to(torch.float32)
-    ends = on_device(torch.tensor(sizes).cumsum(0)) if len(sizes) > 1 else None
     value = p.repeat_interleave(torch.tensor(sizes))
     dense = torch.where(unpack_bits(bits, d), value, -value)  # psgd.kernels.signs.sign_values_ref
     out = torch.empty(d, device=DEVICE)
-    signs.sign_values(on_device(bits), on_device(p), out, False, ends)
+    signs.sign_values(on_device(bits), sizes, on_device(p), out, False)
     assert same(out, dense)
     base = vector(d, 4)
     out = on_device(base)
-    signs.sign_values(on_device(bits), on_device(p), out, True, ends)
+    signs.sign_values(on_device(bits), sizes, on_device(p), out, True)
     assert same(out, base + dense)
 
 
