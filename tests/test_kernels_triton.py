@@ -140,7 +140,7 @@ def check_natural_encode(x: torch.Tensor, key: int | None) -> None:
     d = x.numel()
     field, negative = natural_fields(x, None if key is None else rng.uniform_ref(key, d))
     body = torch.empty(d + (d + 7) // 8, dtype=torch.uint8, device=DEVICE)
-    natural.natural_encode(on_device(x), key, body)
+    assert natural.natural_encode(on_device(x), key, body) == float(x.abs().max())
     assert same(body, torch.cat([field.to(torch.uint8), pack_bits(negative)])), (d, x.dtype, key)
 
 

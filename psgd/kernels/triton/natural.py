@@ -1,8 +1,9 @@
 """Natural compression in Triton (natural, natural_round), psgd.compress.natural's wire: d binary32
-exponent fields (the exponent of |x_i|, plus 1 when rounding up), then d packed sign bits.
+exponent fields (the exponent of |x_i|, plus 1 when rounding up), then d packed sign bits
+(signbit: -0.0 gives 1), with psgd.kernels.natural's signatures.
 
 Rounding up: C_nat iff u(i) 2^23 < mantissa (probability mantissa / 2^23), natural rounding iff
-mantissa >= 2^22. Decode: +-(field << 23) read as binary32. The caller checks the range first.
+mantissa >= 2^22. Decode: +-(field << 23) read as binary32.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from psgd.kernels.triton.rng import uniform_at
 
 
 @triton.jit
-def _encode(x_ptr, field_ptr, sign_ptr, n, k0, k1, STOCHASTIC: tl.constexpr, BLOCK: tl.constexpr):
+def _encode(x_ptr, field_ptr, sign_ptr, top_ptr, n, k0, k1, STOCHASTIC: tl.constexpr, BLOCK: tl.constexpr):
     rows, offs = block_rows(BLOCK)
     inside = offs < n
     bits = tl.load(x_ptr + offs, mask=inside, other=0.0).to(tl.float32).to(tl.int32, bitcast=True)
+    tl.store(top_ptr + tl.program_id(0), tl.max(tl.max(bits & 0x7FFFFFFF, axis=1), axis=0))  # max |x_i|, as bits
     mantissa = bits & 0x7FFFFF
     up = uniform_at(k0, k1, offs) * 8388608.0 < mantissa.to(tl.float32) if STOCHASTIC else mantissa >= 0x400000
     field = ((bits >> 23) & 0xFF) + up.to(tl.int32)
@@ -29,12 +31,16 @@ def _encode(x_ptr, field_ptr, sign_ptr, n, k0, k1, STOCHASTIC: tl.constexpr, BLO
     store_codes(sign_ptr, (bits < 0) & inside, rows, tl.cdiv(n, 8), 1)
 
 
-def natural_encode(x: torch.Tensor, key: int | None, body: torch.Tensor) -> None:
+def natural_encode(x: torch.Tensor, key: int | None, body: torch.Tensor) -> float:
     """Write the body of x's message into body (d + ceil(d/8) bytes): C_nat with the uniforms of
-    key, or natural rounding when key is None. x: a contiguous fp32, fp16 or bf16 vector."""
+    key, or natural rounding when key is None. x: a contiguous fp32, fp16 or bf16 vector. Returns
+    max |x_i|: the caller refuses x that rounds beyond its range (the body is then meaningless)."""
     n = x.numel()
     k0, k1 = split(key or 0)
-    _encode[grid(n, BLOCK)](x, body, body[n:], n, k0, k1, STOCHASTIC=key is not None, BLOCK=BLOCK)
+    g = grid(n, BLOCK)
+    top = torch.empty(g[0], dtype=torch.int32, device=x.device)
+    _encode[g](x, body, body[n:], top, n, k0, k1, STOCHASTIC=key is not None, BLOCK=BLOCK)
+    return float(top.max().view(torch.float32))
 
 
 @triton.jit
