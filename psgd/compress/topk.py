@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from psgd.compress.base import Compressor, check_fits, require_finite
@@ -24,13 +23,6 @@ from psgd.kernels.topk import top_k
 def index_bits(d: int) -> int:
     """IDX = ceil(log2 d): bits to name one of d coordinates (0 when d = 1)."""
     return (d - 1).bit_length()
-
-
-def ascending(idx: torch.Tensor) -> torch.Tensor:
-    """idx sorted ascending (numpy's sort on the CPU: torch's is ~50x slower on top-k output)."""
-    if idx.device.type == "cpu":
-        return torch.from_numpy(np.sort(idx.numpy()))
-    return idx.sort().values
 
 
 def resolve_k(name: str, d: int, ratio: float | None, k: int | None) -> int:

@@ -4,8 +4,8 @@ threshold, and one coordinate drawn with probability |x_i| / ||x||_1.
 Top-k is a radix select on the IEEE bits: for finite x the bits of |x| (the sign bit cleared),
 read as an unsigned integer, grow with |x|. One pass counts the keys' top 16 bits (2^16 bins:
 the exponent and 7 mantissa bits); the bin holding the k-th largest key follows from the counts.
-A second pass keeps every coordinate of that bin or above (ascending) and counts the low 15 bits
-of that bin's candidates, which fixes the k-th largest key T exactly. Keeping the keys above T
+A second pass keeps every coordinate of that bin or above (ascending); the low 15 bits of that
+bin's candidates, counted, fix the k-th largest key T exactly. Keeping the keys above T
 and the first ties at T gives k coordinates, ascending, without sorting.
 
 Tie rule: among coordinates whose |x_i| equals the k-th largest |x| (+0 and -0 are equal), the
@@ -21,13 +21,15 @@ from psgd import kernels
 from psgd.kernels import cpu, np_view
 
 _LOW = 15  # the low bits of the 31-bit key counted in the refining histogram; 2^16 bins above them
+_FEW = 64  # below n / _FEW kept coordinates a branch per coordinate beats writing every one (measured)
+_BLOCK = 4096  # coordinates between the running sums inverse_cdf keeps
 
 
 @cpu
 def _top_k(bits, k):
     """(indices ascending, value bits) of the k largest keys bits & 0x7FFFFFFF, lowest index first among ties."""
     n = bits.size
-    high = np.zeros(1 << 16, np.int64)
+    high = np.zeros(1 << 16, np.int32)  # d < 2^31
     for i in range(n):
         high[(bits[i] & 0x7FFFFFFF) >> _LOW] += 1
     above, b = 0, (1 << 16) - 1
@@ -35,19 +37,26 @@ def _top_k(bits, k):
         above += high[b]
         b -= 1
     kept = above + high[b]  # every key in bin b or above
-    idx = np.empty(kept, np.int64)
-    val = np.empty(kept, np.uint32)
-    low = np.zeros(1 << _LOW, np.int64)
+    idx = np.empty(kept + 1, np.int64)
+    val = np.empty(kept + 1, np.uint32)
     floor = b << _LOW
     j = 0
-    for i in range(n):
-        key = bits[i] & 0x7FFFFFFF
-        if key >= floor:
+    if _FEW * kept < n:  # few kept: a well-predicted branch
+        for i in range(n):
+            if (bits[i] & 0x7FFFFFFF) >= floor:
+                idx[j] = i
+                val[j] = bits[i]
+                j += 1
+    else:  # many kept: write every coordinate, move on past a kept one (no branch to mispredict)
+        for i in range(n):
             idx[j] = i
             val[j] = bits[i]
-            j += 1
-            if key >> _LOW == b:
-                low[key & ((1 << _LOW) - 1)] += 1
+            j += (bits[i] & 0x7FFFFFFF) >= floor
+    low = np.zeros(1 << _LOW, np.int64)
+    for i in range(kept):
+        key = val[i] & 0x7FFFFFFF
+        if key >> _LOW == b:
+            low[key & ((1 << _LOW) - 1)] += 1
     need, t = k - above, (1 << _LOW) - 1
     while low[t] < need:
         need -= low[t]
@@ -63,7 +72,7 @@ def _top_k(bits, k):
         idx[j] = idx[i]
         val[j] = val[i]
         j += 1
-    return idx[:k].copy(), val[:k].copy()
+    return idx[:k], val[:k]
 
 
 def top_k_ref(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,18 +102,26 @@ def top_k(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 @cpu
 def _at_least(x, lam):
     """(indices ascending, values) of the x_i with |x_i| >= lam: a counting pass, then a filling pass."""
-    n = 0
-    for v in x:
-        n += abs(v) >= lam
-    idx = np.empty(n, np.int64)
-    val = np.empty(n, x.dtype)
-    j = 0
-    for i in range(x.size):
+    n = x.size
+    kept = 0
+    for i in range(n):
         if abs(x[i]) >= lam:
+            kept += 1
+    idx = np.empty(kept + 1, np.int64)
+    val = np.empty(kept + 1, x.dtype)
+    j = 0
+    if _FEW * kept < n:  # few kept: a well-predicted branch
+        for i in range(n):
+            if abs(x[i]) >= lam:
+                idx[j] = i
+                val[j] = x[i]
+                j += 1
+    else:  # many kept: write every coordinate, move on past a kept one
+        for i in range(n):
             idx[j] = i
             val[j] = x[i]
-            j += 1
-    return idx, val
+            j += abs(x[i]) >= lam
+    return idx[:kept], val[:kept]
 
 
 def at_least_ref(x: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,20 +144,29 @@ def at_least(x: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @cpu
-def _inverse_cdf(x, u):
-    """The first i whose running float64 sum of |x| exceeds u times the total (0 when x = 0)."""
+def _inverse_cdf(x, u, block):
+    """The first i whose running float64 sum of |x| exceeds u times the total (0 when x = 0).
+    The one summing pass keeps the running sum at every block's end; the search resumes from
+    the block where the sum crosses, so it adds the same floats in the same order."""
+    n = x.size
+    ends = np.empty((n + block - 1) // block, np.float64)
     total = 0.0
-    for v in x:
-        total += abs(np.float64(v))
+    for i in range(n):
+        total += abs(np.float64(x[i]))
+        if (i + 1) % block == 0 or i == n - 1:
+            ends[i // block] = total
     if total == 0:
         return 0
     target = u * total
-    run = 0.0
-    for i in range(x.size):
+    b = 0
+    while ends[b] <= target and b < ends.size - 1:
+        b += 1
+    run = ends[b - 1] if b else 0.0
+    for i in range(b * block, n):
         run += abs(np.float64(x[i]))
         if run > target:
             return i
-    return x.size - 1
+    return n - 1
 
 
 def inverse_cdf_ref(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -157,6 +183,6 @@ def inverse_cdf(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         return inverse_cdf_ref(x, u)
 
     def fast():
-        return torch.tensor([_inverse_cdf(np_view(x.contiguous()), float(u))], dtype=torch.int64)
+        return torch.tensor([_inverse_cdf(np_view(x.contiguous()), float(u), _BLOCK)], dtype=torch.int64)
 
     return kernels.run(_inverse_cdf, (x,), fast=fast, reference=lambda: inverse_cdf_ref(x, u))
