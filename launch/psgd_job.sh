@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The body every sbatch script in launch/ runs: start (or resume) one psgd run under MPI,
-# and requeue the job when SLURM warns that the time limit is near.
+# and requeue the job when SLURM warns that the time limit is near: the warning (SIGUSR1) is
+# forwarded to the ranks, psgd writes a checkpoint at the end of the round in flight and exits
+# with status 3, and only then is the job requeued, so a requeue loses at most one round.
 #
 #   bash launch/psgd_job.sh CONFIG [NAME]      (inside an allocation; NAME defaults to the config's name)
 #
@@ -8,7 +10,7 @@
 #   - summary.json there: the run is finished; nothing to do.
 #   - checkpoint.psgd there: continue it with --resume (after a requeue, a crash, a time limit).
 #   - a folder without a checkpoint (killed before its first one): kept as NAME.incomplete-<time>, fresh start.
-# Set checkpoint_every in the config so that a requeue loses little work.
+# checkpoint_every in the config bounds what a crash (not a time limit) loses.
 #
 # Ranks: SLURM_NTASKS (rank 0 the server, the rest workers). Launcher: the venv's MPICH
 # mpirun (Hydra), which reads the allocation from SLURM and starts one proxy per node with
@@ -49,10 +51,16 @@ else
 fi
 
 requeue() {
-  echo "[launch] time limit near: requeueing job ${SLURM_JOB_ID:-?}; the next start resumes $run"
-  scontrol requeue "${SLURM_JOB_ID:?}"
-  kill -TERM "$child" 2>/dev/null
-  exit 0
+  echo "[launch] time limit near: asking psgd to checkpoint and stop"
+  kill -USR1 "$child" 2>/dev/null
+  wait "$child"
+  status=$?
+  if [ $status -eq 3 ]; then  # stopped at a round boundary with a checkpoint
+    echo "[launch] requeueing job ${SLURM_JOB_ID:-?}; the next start resumes $run"
+    scontrol requeue "${SLURM_JOB_ID:?}"
+    exit 0
+  fi
+  exit $status
 }
 trap requeue USR1
 

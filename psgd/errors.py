@@ -17,6 +17,10 @@ class NonFiniteError(PsgdError, ValueError):
     """A tensor to encode holds NaN or Inf: the run diverged, or its input is broken."""
 
 
+class Interrupted(PsgdError):
+    """The job stopped on a signal at a round boundary, after writing a checkpoint (exit status 3)."""
+
+
 class Stalled(PsgdError):
     """A peer sent nothing within the timeout: it is stopped, dead or hung. The job ends (all
     ranks aborted) with one message naming the rank and round; the last checkpoint stays."""

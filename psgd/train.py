@@ -18,11 +18,12 @@ import torch
 
 import psgd
 from psgd import config
-from psgd.errors import ConfigError, PsgdError, Stalled
+from psgd.errors import ConfigError, Interrupted, PsgdError, Stalled
 from psgd.methods import registered as methods
 from psgd.runtime import checkpoint, devices, link, rundir
 from psgd.runtime.patience import WORKER, Patience
 from psgd.runtime.server import ServerNode
+from psgd.runtime.signals import STOPPED, StopRequest
 from psgd.runtime.simulate import run_in_process
 from psgd.tasks import registered as tasks
 
@@ -37,7 +38,8 @@ config keys (any of them with --set key=value; values are TOML, bare words are s
       method.lr, method.momentum, method.nesterov, method.weight_decay, method.decay_norm_and_bias,
       method.lr_milestones, method.lr_gamma, method.lr_warmup (rounds), method.lr_warmup_start,
       and the method's own keys
-exit status: 0 done, 2 bad input (config, CLI, data path, payload) or a stalled rank.
+exit status: 0 done, 2 bad input (config, CLI, data path, payload) or a stalled rank,
+  3 stopped by SIGTERM or SIGUSR1 at a round boundary after a checkpoint (resume with --resume).
 """
 
 
@@ -100,6 +102,7 @@ def open_run(cfg: config.RunConfig, out: str | None, resume: str | None):
     history = [r for r in rundir.read_rounds(path) if r["round"] < at]
     if [r["round"] for r in history] != list(range(at)):
         raise ConfigError(f"{path / 'rounds.jsonl'} does not hold rounds 0..{at - 1} of the checkpoint")
+    print(f"[psgd] resuming {path} at round {at}", flush=True)
     return rundir.RunDir(path, cfg, keep_rounds=history), saved, history
 
 
@@ -208,6 +211,7 @@ def simulate_main(cfg, n: int, args) -> int:
             checkpoint_path=folder.path / CHECKPOINT,
             resume=resume,
             history=history,
+            stop=args.stop,
         )
     except BaseException:
         folder.discard()
@@ -278,6 +282,7 @@ def mpi_main(cfg, args) -> int:
                 log=folder.log,
                 progress=Progress(args.quiet, history),
                 checkpoint_path=folder.path / CHECKPOINT,
+                stop=args.stop,
             )
         else:
             node = WorkerNode(cfg, rank, size - 1, device)
@@ -339,6 +344,7 @@ def serve(node, transport, comm) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     torch.set_num_threads(1)  # one core per rank; also keeps MPI and simulation bit-identical
+    args.stop = StopRequest().install()  # every rank: SIGTERM/SIGUSR1 stop the job at a round boundary
     rank = 0
     if args.simulate is None:
         from mpi4py import MPI
@@ -349,8 +355,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.simulate is not None:
             return simulate_main(cfg, args.simulate, args)
         return mpi_main(cfg, args)
+    except Interrupted as e:
+        if rank == 0:
+            print(f"psgd: {e}", file=sys.stderr, flush=True)
+        return STOPPED
     except PsgdError as e:
         return fail(str(e)) if rank == 0 else 2
+    finally:
+        args.stop.uninstall()
 
 
 if __name__ == "__main__":

@@ -191,3 +191,40 @@ def test_a_failed_write_is_one_message_and_keeps_what_was_written(failing, tmp_p
     assert meta["round"] == 3
     assert [r["round"] for r in records(out)] == list(range(6 if failing == "checkpoint" else 4))
     assert not (out / "checkpoint.tmp").exists()
+
+
+def test_a_signal_stops_at_the_round_boundary_with_a_checkpoint_and_loses_nothing(tmp_path, capsys, monkeypatch):
+    """SIGUSR1 during round 4 (as SLURM's time-limit warning): the run finishes round 4, writes a
+    checkpoint at round 5 (a SIGTERM arriving while it is written changes nothing) and exits 3;
+    --resume then repeats the uninterrupted run exactly."""
+    import os
+    import signal
+
+    import psgd.train as train
+
+    args = ["--simulate", "2", "--quiet", "--set", "rounds=12", *SMALL]
+    assert main([*args, "--out", str(tmp_path / "full")]) == 0
+    real_progress, real_to_bytes = train.Progress.__call__, checkpoint.to_bytes
+
+    def progress(self, record, cfg):
+        if record["round"] == 4:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        real_progress(self, record, cfg)
+
+    def to_bytes(tensors, meta):
+        os.kill(os.getpid(), signal.SIGTERM)  # a second signal while the checkpoint is written
+        return real_to_bytes(tensors, meta)
+
+    monkeypatch.setattr(train.Progress, "__call__", progress)
+    monkeypatch.setattr(checkpoint, "to_bytes", to_bytes)
+    part = tmp_path / "part"
+    assert main([*args, "--out", str(part)]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        len(err) == 1
+        and f"stopped by SIGUSR1 after round 4; checkpoint written: continue with --resume {part}" in err[0]
+    )
+    assert checkpoint.load(part / "checkpoint.psgd")[1]["round"] == 5 and len(records(part)) == 5
+    monkeypatch.undo()
+    assert main(["--simulate", "2", "--quiet", "--resume", str(part)]) == 0
+    assert_same_run(tmp_path / "full", part)

@@ -2,6 +2,7 @@
 bytes equal to what MPI moved, and bad input ends every rank with one message and exit 2."""
 
 import json
+import os
 import time
 
 import pytest
@@ -128,3 +129,35 @@ def test_a_stalled_rank_ends_the_job_with_one_message(how, tmp_path, monkeypatch
         assert "continue with --resume" in errors[0]
     tensors, meta = checkpoint.load(out / "checkpoint.psgd")
     assert meta["round"] == 2
+
+
+def test_sigusr1_to_mpirun_checkpoints_at_the_round_boundary_and_exits_3(tmp_path):
+    """mpirun forwards SIGUSR1 to every rank: the server ends the round in flight, checkpoints it
+    (nothing logged is lost) and every rank exits 3; --resume finishes the run."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.mpi_launch import ROOT
+
+    out = tmp_path / "x"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    args = ["-m", "psgd.train", "--out", str(out), "--quiet", "--set", "rounds=100000", "--set", "eval_every=100000"]
+    proc = subprocess.Popen(
+        [mpirun(), "-n", "3", sys.executable, *args], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while not ((out / "rounds.jsonl").exists() and len((out / "rounds.jsonl").read_text().splitlines()) >= 20):
+            assert time.monotonic() < deadline and proc.poll() is None, "the job did not start"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGUSR1)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 3, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("psgd:")]
+    assert len(lines) == 1 and "stopped by SIGUSR1 after round" in lines[0], stderr
+    stopped_after = int(lines[0].split("after round ")[1].split(";")[0])
+    _, meta = checkpoint.load(out / "checkpoint.psgd")
+    assert meta["round"] == stopped_after + 1 == len(records(out))

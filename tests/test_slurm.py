@@ -1,7 +1,7 @@
 """launch/ for real: a one-node SLURM (munged, slurmctld, slurmd from Debian's packages, as
 root) runs a psgd sbatch job with 3 MPI ranks to completion; a job told that its time limit
-is near (SIGUSR1, as --signal=B:USR1@120 sends it) requeues itself and the next start
-resumes from the checkpoint, ending with every round logged once.
+is near (SIGUSR1, as --signal=B:USR1@120 sends it) checkpoints the round in flight, requeues
+itself and the next start resumes from that checkpoint, ending with every round logged once.
 
 Skipped, with the reason, when not root, when the packages cannot be installed, or when
 the daemons do not start. Only the daemons this test started are stopped, by their pids.
@@ -216,14 +216,19 @@ def test_sbatch_runs_a_psgd_job_with_three_ranks(cluster, tmp_path):
 def test_time_limit_signal_requeues_and_the_next_start_resumes(cluster, tmp_path):
     env, d = cluster
     rounds = 400
-    job, run_dir, log = submit(env, d, tmp_path, "slurm_requeue", rounds=rounds, checkpoint_every=20)
-    assert wait_for(lambda: (run_dir / "checkpoint.psgd").exists(), 90, 0.5), f"no checkpoint: {tail(log)}"
+    # no periodic checkpoint: all a requeue can resume from is the one written on the signal
+    job, run_dir, log = submit(env, d, tmp_path, "slurm_requeue", rounds=rounds, checkpoint_every=0)
+    logged = run_dir / "rounds.jsonl"
+    assert wait_for(lambda: logged.exists() and len(logged.read_text().splitlines()) >= 10, 90, 0.5), tail(log)
     assert run(["scancel", "--batch", "--signal=USR1", job], env=env).returncode == 0
     assert wait_for(lambda: job_field(env, job, "Restarts") == "1", 60), tail(log)
     assert "requeueing job" in log.read_text()
     assert wait_for(lambda: resumed(env, job, log), 180), f"not restarted: {job_field(env, job, 'Reason')}"
     assert wait_for(lambda: (run_dir / "summary.json").exists(), 120), tail(log)
-    assert "--resume" in log.read_text()
+    text = log.read_text()
+    assert "--resume" in text
+    stopped_after = int(text.split("stopped by SIGUSR1 after round ")[1].split(";")[0])
+    assert f"resuming {run_dir} at round {stopped_after + 1}" in text  # no finished round is run again
     rounds_logged = [json.loads(line)["round"] for line in (run_dir / "rounds.jsonl").read_text().splitlines()]
     assert rounds_logged == list(range(rounds))
     assert json.loads((run_dir / "summary.json").read_text())["rounds"] == rounds

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 
 from psgd.config import RunConfig
-from psgd.errors import FrameError, NonFiniteError, PsgdError, Stalled
+from psgd.errors import FrameError, Interrupted, NonFiniteError, PsgdError, Stalled
 from psgd.methods import Context, build
 from psgd.runtime import checkpoint
 from psgd.runtime.aggregate import Aggregator
@@ -31,6 +31,7 @@ from psgd.runtime.clock import now
 from psgd.runtime.frames import guarded, pack, parse
 from psgd.runtime.ledger import Counts, Ledger
 from psgd.runtime.patience import Patience
+from psgd.runtime.signals import STOPPED, StopRequest
 from psgd.runtime.transport import Transport
 from psgd.tasks import task_class
 from psgd.wire import Frame, decode_frame, encode_frame
@@ -55,8 +56,17 @@ class RunResult:
 
 class ServerNode:
     def __init__(
-        self, cfg: RunConfig, n: int, device: torch.device, log=None, progress=None, checkpoint_path=None
+        self,
+        cfg: RunConfig,
+        n: int,
+        device: torch.device,
+        log=None,
+        progress=None,
+        checkpoint_path=None,
+        stop: StopRequest | None = None,
     ) -> None:
+        """``stop``: a signal received meanwhile ends the run at the next round boundary, after a
+        checkpoint (needs checkpoint_path)."""
         self.cfg, self.n, self.device = cfg, n, device
         self.task = task_class(cfg.task.name)(cfg.task, cfg.seed, n)
         self.method = build(cfg.method, self.task)
@@ -68,6 +78,7 @@ class ServerNode:
         self.checkpoint_path = checkpoint_path
         self.worker_devices: list[str] = []
         self.patience = Patience(cfg.timeout_s)
+        self.stop = stop
 
     def receive(self, transport: Transport, pending: list[int], round: int | None) -> tuple[int, bytes]:
         """The first frame in from the pending workers; Stalled (naming them and the round) when
@@ -125,7 +136,7 @@ class ServerNode:
             raise  # a shut-down would wait on the stalled rank: the caller aborts the job
         except PsgdError as e:
             with contextlib.suppress(PsgdError):  # the first error is the one to report
-                self.shutdown(transport, status=2, text=str(e))
+                self.shutdown(transport, status=STOPPED if isinstance(e, Interrupted) else 2, text=str(e))
             raise e
         result.summary = self.shutdown(transport, status=0, text="")
         result.model = self.method.server_model(self.state)
@@ -173,8 +184,15 @@ class ServerNode:
             self.log(record)
             self.progress(record, cfg)
             every = cfg.checkpoint_every
-            if self.checkpoint_path is not None and ((every and (t + 1) % every == 0) or t == cfg.rounds - 1):
+            stopping = self.stop is not None and self.stop.received and t < cfg.rounds - 1
+            due = (every and (t + 1) % every == 0) or t == cfg.rounds - 1 or stopping
+            if self.checkpoint_path is not None and due:
                 self.save(transport, t + 1, down, header, time.perf_counter() - start)
+            if stopping and self.checkpoint_path is not None:
+                raise Interrupted(
+                    f"stopped by {self.stop.received} after round {t}; checkpoint written: "
+                    f"continue with --resume {self.checkpoint_path.parent}"
+                )
 
     def aggregate(self, transport: Transport, t: int, sent: int, aggregate: Aggregator) -> tuple[list, float, float]:
         """Receive round t's uplinks in arrival order; parse each once and add it to the aggregate

@@ -13,7 +13,7 @@ from psgd.runtime.worker import WorkerNode
 
 
 def run_in_process(
-    cfg: RunConfig, n: int, log=None, progress=None, checkpoint_path=None, resume=None, history=()
+    cfg: RunConfig, n: int, log=None, progress=None, checkpoint_path=None, resume=None, history=(), stop=None
 ) -> tuple[ServerNode, RunResult]:
     """Run cfg with n in-process workers; the keywords are ServerNode's and ServerNode.run's.
 
@@ -23,15 +23,15 @@ def run_in_process(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _run(cfg, n, log, progress, checkpoint_path, resume, history)
+        return _run(cfg, n, log, progress, checkpoint_path, resume, history, stop)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run(cfg, n, log, progress, checkpoint_path, resume, history):
+def _run(cfg, n, log, progress, checkpoint_path, resume, history, stop):
     workers = {r: WorkerNode(cfg, r, n, devices.pick(cfg.device, r - 1)) for r in range(1, n + 1)}
     server = ServerNode(
-        cfg, n, devices.pick(cfg.device, 0), log=log, progress=progress, checkpoint_path=checkpoint_path
+        cfg, n, devices.pick(cfg.device, 0), log=log, progress=progress, checkpoint_path=checkpoint_path, stop=stop
     )
     transport = LocalTransport(workers)
     emulated = link.parse(cfg.link)
