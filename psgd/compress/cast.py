@@ -15,9 +15,16 @@ from typing import ClassVar
 
 import torch
 
-from psgd.compress.base import Compressor, Message, require_finite
+from psgd.compress.base import Compressor, Message
 from psgd.compress.registry import register
-from psgd.errors import NonFiniteError
+from psgd.errors import FrameError, NonFiniteError
+from psgd.kernels.cast import add_widened
+
+
+def magnitude(x: torch.Tensor) -> torch.Tensor:
+    """max |x_i| from one read of x (``x.abs().max()`` writes a dense temporary first)."""
+    lo, hi = torch.aminmax(x)
+    return torch.maximum(-lo, hi)
 
 
 class _Cast(Compressor):
@@ -27,15 +34,33 @@ class _Cast(Compressor):
 
     def _encode(self, x, generator):
         finfo = torch.finfo(self.target)
-        if x.dtype != self.target and float(x.abs().max()) > finfo.max:
+        if x.dtype != self.target and float(magnitude(x)) > finfo.max:
             raise NonFiniteError(f"x: |x_i| exceeds the largest finite {self.name} value {finfo.max:g}")
         return (), x.to(self.target).contiguous().view(torch.uint8).reshape(-1)
 
-    def _decode(self, m: Message) -> torch.Tensor:
-        return m.body.view(self.target).to(m.dtype)
+    def _parse(self, m: Message) -> torch.Tensor:
+        """The narrow values (a view of the body), all finite: min and max are, from one read (a sum
+        in fp16 overflows, and the element check writes d booleans)."""
+        values = m.body.view(self.target)
+        if not bool(torch.isfinite(magnitude(values))):
+            raise FrameError(f"{self.name}: non-finite value")
+        return values
 
-    def _validate(self, m: Message) -> None:
-        require_finite(self.name, m.body.view(self.target), "value")
+    def _decode(self, m: Message) -> torch.Tensor:
+        return self.parsed(m).to(m.dtype)
+
+    def decode_into(self, m: Message, out: torch.Tensor) -> torch.Tensor:
+        """out = C(x) by one widening copy (the default zeroes out, then accumulates)."""
+        if out.numel() != m.d:
+            raise ValueError(f"{self.name}: decode into {out.numel()} elements, message has d = {m.d}")
+        values = self.parsed(m)
+        return out.copy_(values if out.dtype == m.dtype else values.to(m.dtype))
+
+    def _accumulate(self, m: Message, out: torch.Tensor, weight: float) -> None:
+        if out.dtype != m.dtype:  # values are C(x) in the message's dtype first
+            out.add_(self._decode(m), alpha=weight)
+        else:
+            add_widened(self.parsed(m), out, weight)
 
     def _bits(self, d):
         return 16 * d

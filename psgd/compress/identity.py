@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from psgd.compress.base import Compressor, Message, check_fits, require_finite
+from psgd.compress.cast import magnitude
 from psgd.compress.registry import register
 
 
@@ -21,14 +22,23 @@ class Identity(Compressor):
 
     def _encode(self, x, generator):
         if x.dtype == torch.float64:
-            check_fits("max |x_i|", float(x.abs().max()), x.dtype)
+            check_fits("max |x_i|", float(magnitude(x)), x.dtype)
         return (), x.to(torch.float32, copy=True).view(torch.uint8).reshape(-1)
 
-    def _validate(self, m: Message) -> None:
-        require_finite(self.name, m.body.view(torch.float32), "value")
+    def _parse(self, m: Message) -> torch.Tensor:
+        """The fp32 values: a view of the body, checked finite by one sum."""
+        values = m.body.view(torch.float32)
+        require_finite(self.name, values, "value")
+        return values
 
     def _decode(self, m: Message) -> torch.Tensor:
-        return m.body.view(torch.float32).to(m.dtype)
+        return self.parsed(m).to(m.dtype)
+
+    def decode_into(self, m: Message, out: torch.Tensor) -> torch.Tensor:
+        """out = C(x) by one copy (the default zeroes out, then accumulates)."""
+        if out.numel() != m.d:
+            raise ValueError(f"{self.name}: decode into {out.numel()} elements, message has d = {m.d}")
+        return out.copy_(self.parsed(m).to(m.dtype))
 
     def _bits(self, d):
         return 32 * d

@@ -15,7 +15,6 @@ import torch
 
 _SHIFTS: dict[torch.device, torch.Tensor] = {}
 _SMALL = 2**15  # bits up to which k-bit integers are packed through a bit tensor
-_CHUNK = 2**18  # elements per chunk in pack_nonnegative (a multiple of 8)
 
 
 def uint_width(max_value: int) -> int:
@@ -55,36 +54,6 @@ def pack_bits(bits: torch.Tensor) -> torch.Tensor:
     if pad:
         b = torch.cat([b, b.new_zeros(pad)])
     return (b.view(-1, 8) << _shifts(b.device)).sum(dim=1, dtype=torch.uint8)
-
-
-def pack_nonnegative(x: torch.Tensor) -> torch.Tensor:
-    """pack_bits(x >= 0) for a 1-D float tensor, without materialising the d booleans on the CPU."""
-    return _sign_pass(x, l1=False)[0]
-
-
-def pack_nonnegative_l1(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(pack_bits(x >= 0), ||x||_1) in one pass over x on the CPU; ||x||_1 in float64 there."""
-    return _sign_pass(x, l1=True)  # type: ignore[return-value]
-
-
-def _sign_pass(x: torch.Tensor, l1: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """On the CPU the work runs in chunks of 2^20 through reused buffers (a fresh d-element
-    temporary costs more in page faults than the arithmetic); elsewhere plain torch."""
-    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
-        return pack_bits(x >= 0), torch.linalg.vector_norm(x, 1, dtype=torch.float64) if l1 else None
-    a = x.contiguous().numpy()
-    n = a.size
-    out = np.empty(math.ceil(n / 8), dtype=np.uint8)
-    flags = np.empty(min(n, _CHUNK), dtype=bool)
-    mags = np.empty(min(n, _CHUNK), dtype=a.dtype) if l1 else None
-    total = 0.0
-    for i in range(0, n, _CHUNK):  # a loop over chunks, not coordinates
-        j = min(n, i + _CHUNK)
-        t = np.greater_equal(a[i:j], 0, out=flags[: j - i])
-        out[i // 8 : math.ceil(j / 8)] = np.packbits(t, bitorder="little")
-        if mags is not None:
-            total += float(np.abs(a[i:j], out=mags[: j - i]).sum())  # pairwise within a chunk
-    return torch.from_numpy(out), torch.tensor(total, dtype=torch.float64) if l1 else None
 
 
 def unpack_bits(packed: torch.Tensor, n: int) -> torch.Tensor:
