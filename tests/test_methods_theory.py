@@ -10,15 +10,13 @@ import torch
 
 import psgd
 from psgd import config
-from psgd.compress import make, registered
+from psgd.compress import make
 from psgd.errors import ConfigError
 from psgd.methods import MethodOptions, build, method_class
 from psgd.methods.theory import Constants
 from psgd.runtime.simulate import run_in_process
 from psgd.tasks import task_class
 from tests.problems import quadratics, separable
-
-needs_randk = pytest.mark.skipif("randk" not in registered(), reason="randk compressor not registered yet")
 
 
 def gaps(r, p):
@@ -122,7 +120,6 @@ def test_compressed_gd_with_scaled_sign_at_the_b3_rate():
     assert np.all(gaps(r, p) <= rho ** np.arange(1, 151) * p.f(x0) * (1 + 1e-9))
 
 
-@needs_randk
 def test_compressed_gd_at_the_unbiased_class_rate_in_expectation():
     p, d, k = separable(20, seed=2), 20, 5
     zeta = d / k  # Rand-k in U(zeta)
@@ -211,7 +208,6 @@ def test_diana_and_adiana_converge_linearly_on_logistic_regression(method, one_t
     assert f[-1] < 1e-3 * f[0] and f[49] < 0.1 * f[0]
 
 
-@needs_randk
 def test_diana_reaches_the_exact_optimum_where_compressed_gd_stalls():
     p, d = quadratics(3, 20, seed=3, mu=0.3), 20
     kw = dict(grads=p.grads, x0=np.zeros(d), rounds=500, L=p.L, mu=p.mu)
@@ -221,7 +217,6 @@ def test_diana_reaches_the_exact_optimum_where_compressed_gd_stalls():
     assert np.linalg.norm(plain.x - p.x_star) > 1e-3  # without shifts: a noise floor (grad f_i(x*) != 0)
 
 
-@needs_randk
 def test_adiana_reaches_the_exact_optimum():
     p, d = quadratics(4, 20, seed=4, mu=0.3), 20
     r = psgd.simulate(
@@ -317,7 +312,6 @@ def test_ef21_theory_step_uses_l_tilde_never_l():
     assert build(plain, constants=Constants(n=2, d=100, L=2.0, mu=0.1)).options.lr == 0.5
 
 
-@needs_randk
 def test_diana_with_shared_randomness_has_no_omega_over_n_gain(one_thread):
     """Independent C_i: 1/((1 + 6 omega/n) L); one shared operator: 1/((1 + 6 omega) L) (Jensen only)."""
     c = Constants(n=4, d=20, L=1.0, mu=0.3)
@@ -335,7 +329,6 @@ def test_diana_with_shared_randomness_has_no_omega_over_n_gain(one_thread):
     assert g[-1] < 1e-4 * g[0]  # still linear to the exact optimum, at the smaller step
 
 
-@needs_randk
 def test_perturbed_randk_sgd_escapes_a_saddle_point():
     """f(x) = x_1^2/2 - x_2^2/2 + x_2^4/4: from x^0 = (1, 0) compressed GD converges to the saddle at 0
     (x_2 stays 0); the worker-side perturbation of Avdiukhin & Yaroslavtsev (SPEC 3.1) escapes to x_2 = +-1."""

@@ -68,7 +68,7 @@ def test_default_rules_under_mpi_equal_in_process(overrides):
     result, ok = run_under_mpi(comm, cfg), True
     if comm.rank == 0:
         _, sim = run_in_process(cfg, comm.size - 1)
-        ok = result.rounds == [] or (
+        ok = len(result.rounds) == cfg.rounds == len(sim.rounds) and (
             [r["loss"] for r in result.rounds] == [r["loss"] for r in sim.rounds]
             and [r["bytes_up"] for r in result.rounds] == [r["bytes_up"] for r in sim.rounds]
             and result.summary == sim.summary
@@ -86,6 +86,7 @@ def test_every_config_under_mpi_equals_in_process(path):
     if comm.rank == 0:
         _, sim = run_in_process(cfg, comm.size - 1)
         ok = result.summary == sim.summary and torch.equal(result.model, sim.model)
+        ok = ok and len(result.rounds) == cfg.rounds == len(sim.rounds)
         ok = ok and [r["loss"] for r in result.rounds] == [r["loss"] for r in sim.rounds]
     assert agree(comm, ok)
     comm.Free()
