@@ -6,6 +6,8 @@ says: same bytes on every device. Without one they run in Triton's interpreter o
 """
 
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -15,9 +17,9 @@ if not torch.cuda.is_available():
 pytest.importorskip("triton")
 
 from psgd.compress.dithering import natural_level_values, natural_levels, normalized, uniform_levels, wire_norm  # noqa: E402
-from psgd.compress.natural import natural_fields, natural_values  # noqa: E402
 from psgd.kernels import rng, topk  # noqa: E402
 from psgd.kernels import triton as tk  # noqa: E402
+from psgd.kernels.natural import fields_ref, values_ref  # noqa: E402
 from psgd.kernels.triton import dither, natural, signs  # noqa: E402
 from psgd.kernels.triton import rng as trng  # noqa: E402
 from psgd.kernels.triton import topk as ttopk  # noqa: E402
@@ -138,7 +140,7 @@ def natural_vector(d: int, seed: int, dtype: torch.dtype = torch.float32) -> tor
 
 def check_natural_encode(x: torch.Tensor, key: int | None) -> None:
     d = x.numel()
-    field, negative = natural_fields(x, None if key is None else rng.uniform_ref(key, d))
+    field, negative = fields_ref(x, None if key is None else rng.uniform_ref(key, d))
     body = torch.empty(d + (d + 7) // 8, dtype=torch.uint8, device=DEVICE)
     assert natural.natural_encode(on_device(x), key, body) == float(x.abs().max())
     assert same(body, torch.cat([field.to(torch.uint8), pack_bits(negative)])), (d, x.dtype, key)
@@ -155,23 +157,23 @@ def test_natural_encode():
             check_natural_encode(natural_vector(d, 2), key)
 
 
-def check_natural_values(d: int, weight: float, add: bool) -> None:
-    field, negative = natural_fields(natural_vector(d, 5), rng.uniform_ref(KEYS[1], d))
+def check_values_ref(d: int, weight: float, add: bool) -> None:
+    field, negative = fields_ref(natural_vector(d, 5), rng.uniform_ref(KEYS[1], d))
     body = torch.cat([field.to(torch.uint8), pack_bits(negative)])
-    dense = natural_values(body[:d], unpack_bits(body[d:], d), torch.float32)
+    dense = values_ref(body[:d], unpack_bits(body[d:], d), torch.float32)
     base = vector(d, 6)
     out = on_device(base)
     natural.natural_into(on_device(body), out, weight, add)
     assert same(out, base.add_(dense, alpha=weight) if add else dense)
 
 
-def test_natural_values():
+def test_values_ref():
     for d in DS:
-        check_natural_values(d, 1.0, False)
-        check_natural_values(d, 1.0, True)
+        check_values_ref(d, 1.0, False)
+        check_values_ref(d, 1.0, True)
     for d in SHORT:
-        check_natural_values(d, -1.0, True)
-        check_natural_values(d, 0.5, True)
+        check_values_ref(d, -1.0, True)
+        check_values_ref(d, 0.5, True)
 
 
 LEVELS = [(1, False), (2, False), (16, False), (127, False), (1, True), (3, True), (8, True), (127, True)]
@@ -212,14 +214,15 @@ def test_dither_encode_sizes_and_dtypes():
 
 def check_dither_values(d: int, s: int, nat: bool, weight: float, add: bool) -> None:
     norm, codes = dither_reference(dither_vector(d, 7), 2.0, s, nat, KEYS[1])
+    levels = torch.arange(2 ** uint_width(s))
+    table = natural_level_values(levels, s, torch.float32) * norm if nat else levels.to(torch.float32) * (norm / s)
     c = unpack_uint(codes, d, 1 + uint_width(s))
-    levels = c >> 1
-    v = natural_level_values(levels, s, torch.float32) * norm if nat else levels.to(torch.float32) * (norm / s)
-    dense = torch.where((c & 1).bool(), -v, v)
+    dense = torch.where((c & 1).bool(), -table[c >> 1], table[c >> 1])
     base = vector(d, 8)
     out = on_device(base)
-    dither.dither_into(on_device(codes), on_device(norm if nat else norm / s), s, nat, out, weight, add)
+    dither.dither_into(on_device(codes), s, on_device(table), out, weight, add)
     assert same(out, base.add_(dense, alpha=weight) if add else dense), (d, s, nat, weight, add)
+    assert dither.max_level(on_device(codes), d, s) == int((c >> 1).max())
 
 
 @pytest.mark.parametrize("s,nat", LEVELS)
@@ -232,6 +235,8 @@ def test_dither_values_sizes():
     for d in DS:
         check_dither_values(d, 16, False, 1.0, True)
     check_dither_values(9, 8, True, -1.0, True)
+    codes = pack_uint(torch.tensor([1, 0, 7 << 1, 5]), 4)  # a level above s = 5 that a frame may carry
+    assert dither.max_level(on_device(codes), 4, 5) == 7
 
 
 def top_k_input(kind: str, d: int) -> torch.Tensor:
@@ -259,3 +264,46 @@ def test_top_k():
         for k in (1, 334, 1000):
             check_top_k(top_k_input(kind, 1000), k)
     check_top_k(top_k_input("ties", 4099), 2000)
+
+
+COMPILE = """
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from psgd.kernels.triton import dither, natural, rng, signs, topk
+
+X, U8, F32 = "*fp32", "*u8", "*fp32"
+CASES = [  # (kernel, argument types, constants); n = 1 is a constant at run time, as Triton specialises it
+    (rng._uniform, dict(out_ptr=F32, n="i32", start="i32", k0="i64", k1="i32"), {}),
+    (signs._pack, dict(x_ptr=X, bits_ptr=U8, l1_ptr="*fp64", n="i32"), dict(L1=True)),
+    (signs._block_l1, dict(x_ptr=X, ends_ptr="*i64", partial_ptr="*fp64", chunks="i32"), {}),
+    (signs._sign_values, dict(bits_ptr=U8, ends_ptr="*i64", p_ptr=F32, out_ptr=F32, n="i32", nblocks="i32"),
+     dict(STEPS=3, ADD=True)),
+    (natural._encode, dict(x_ptr="*fp16", field_ptr=U8, sign_ptr=U8, top_ptr="*i32", n=1, k0="i64", k1="i32"),
+     dict(STOCHASTIC=True)),
+    (natural._natural_into, dict(body_ptr=U8, out_ptr=F32, n="i32", weight="fp32"), dict(ADD=True)),
+    (dither._encode, dict(x_ptr="*bf16", inv_ptr=F32, out_ptr=U8, n="i32", k0="i32", k1="i64", s="i32",
+                          first="fp32", below="fp32"), dict(NATURAL=True, WIDTH=5)),
+    (dither._dither_into, dict(codes_ptr=U8, table_ptr=F32, out_ptr=F32, n=1, weight="fp32"), dict(ADD=True, WIDTH=6)),
+    (dither._max_level, dict(codes_ptr=U8, top_ptr="*i32", n="i32"), dict(WIDTH=3)),
+    (topk._histogram, dict(x_ptr=X, prefix_ptr="*i32", hist_ptr="*i32", n="i32"), dict(SHIFT=16)),
+    (topk._count, dict(x_ptr=X, t_ptr="*i32", above_ptr="*i32", ties_ptr="*i32", n="i32"), {}),
+    (topk._write, dict(x_ptr=X, t_ptr="*i32", need_ptr="*i32", ties_before_ptr="*i32", kept_before_ptr="*i32",
+                       idx_ptr="*i64", val_ptr=F32, n="i32"), {}),
+]
+for fn, types, constants in CASES:
+    constants = {**{k: v for k, v in types.items() if isinstance(v, int)}, **constants, "BLOCK": 1024}
+    signature = {**types, **dict.fromkeys(constants, "constexpr")}
+    names = list(signature)
+    src = ASTSource(fn=fn, signature=signature, constexprs={(names.index(k),): v for k, v in constants.items()})
+    ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(enable_fp_fusion=False)).asm["ptx"]
+    assert "fma.rn.f32" not in ptx, fn  # the CPU rounds products before sums
+"""
+
+
+@pytest.mark.skipif(DEVICE == "cuda", reason="the other tests compile and run every kernel on the GPU")
+def test_compiles_for_cuda():
+    """Every kernel compiles to an H100/H200 (sm_90) binary without a GPU: the interpreter is laxer
+    about types than the compiler."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    subprocess.run([sys.executable, "-c", COMPILE], env=env, check=True, timeout=600)

@@ -21,7 +21,12 @@ from psgd.kernels.triton.rng import uniform_at
 MAX_WIDTH = 8
 
 
-@triton.jit
+def width(s: int) -> int:
+    """Bits of a fixed-length code: a sign bit and the level, 1 + uint_width(s)."""
+    return 1 + max(1, s.bit_length())
+
+
+@triton.jit(do_not_specialize=["k0", "k1", "s"])  # 1 would become a constant
 def _encode(x_ptr, inv_ptr, out_ptr, n, k0, k1, s, first, below, NATURAL: tl.constexpr, WIDTH: tl.constexpr,
             BLOCK: tl.constexpr):  # fmt: skip
     rows, offs = block_rows(BLOCK)
@@ -49,39 +54,45 @@ def dither_encode(x: torch.Tensor, inv: torch.Tensor, key: int, s: int, natural:
     norm 0), key the draw for the uniforms u(0), ..., u(d - 1)."""
     n = x.numel()
     k0, k1 = split(key)
-    width = 1 + s.bit_length()
     _encode[grid(n, BLOCK)](
-        x, inv, codes, n, k0, k1, s, 2.0 ** (1 - s), 2.0 ** (s - 1), NATURAL=natural, WIDTH=width, BLOCK=BLOCK,
+        x, inv, codes, n, k0, k1, s, 2.0 ** (1 - s), 2.0 ** (s - 1), NATURAL=natural, WIDTH=width(s), BLOCK=BLOCK,
         enable_fp_fusion=False,
     )  # fmt: skip
 
 
 @triton.jit
-def _dither_into(codes_ptr, scale_ptr, out_ptr, n, s, weight, NATURAL: tl.constexpr, ADD: tl.constexpr,
-                 WIDTH: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
+def _dither_into(codes_ptr, table_ptr, out_ptr, n, weight, ADD: tl.constexpr, WIDTH: tl.constexpr,
+                 BLOCK: tl.constexpr):  # fmt: skip
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     inside = offs < n
     code = load_codes(codes_ptr, offs, tl.cdiv(n * WIDTH, 8), WIDTH)
-    level = code >> 1
-    if NATURAL:
-        power = ((level - s + 127) << 23).to(tl.float32, bitcast=True)  # 2^(level - s), exactly
-        v = tl.where(level > 0, power, 0.0) * tl.load(scale_ptr)
-    else:
-        v = level.to(tl.float32) * tl.load(scale_ptr)
+    v = tl.load(table_ptr + (code >> 1), mask=inside, other=0.0)
     v = tl.where((code & 1) != 0, -v, v)
     if ADD:
         v = tl.load(out_ptr + offs, mask=inside) + weight * v
     tl.store(out_ptr + offs, v, mask=inside)
 
 
-def dither_into(
-    codes: torch.Tensor, scale: torch.Tensor, s: int, natural: bool, out: torch.Tensor, weight: float, add: bool
-) -> None:
-    """out = C(x) (add False) or out += weight C(x) (add True) from packed codes; scale the fp32
-    0-dim tensor the reference multiplies levels by: the norm (natural) or norm / s (uniform);
-    out a contiguous fp32 vector of d elements. weight 1: the floats of out + C(x)."""
+def dither_into(codes: torch.Tensor, s: int, table: torch.Tensor, out: torch.Tensor, weight: float, add: bool) -> None:
+    """out = C(x) (add False) or out += weight C(x) (add True) from fixed-length codes whose levels
+    are at most s (the caller checked, max_level); table[j] the fp32 value of level j for j < 2^(w-1);
+    out a contiguous fp32 vector. weight 1: the floats of out + C(x)."""
     n = out.numel()
     _dither_into[grid(n, BLOCK)](
-        codes, scale, out, n, s, weight, NATURAL=natural, ADD=add, WIDTH=1 + s.bit_length(), BLOCK=BLOCK,
-        enable_fp_fusion=False,
-    )  # fmt: skip
+        codes, table, out, n, weight, ADD=add, WIDTH=width(s), BLOCK=BLOCK, enable_fp_fusion=False
+    )
+
+
+@triton.jit
+def _max_level(codes_ptr, top_ptr, n, WIDTH: tl.constexpr, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    code = load_codes(codes_ptr, offs, tl.cdiv(n * WIDTH, 8), WIDTH)
+    tl.store(top_ptr + tl.program_id(0), tl.max(tl.where(offs < n, code >> 1, 0), axis=0))
+
+
+def max_level(codes: torch.Tensor, d: int, s: int) -> int:
+    """The largest level of a fixed-length body's d codes (so the caller can refuse one above s)."""
+    g = grid(d, BLOCK)
+    top = torch.empty(g[0], dtype=torch.int32, device=codes.device)
+    _max_level[g](codes, top, d, WIDTH=width(s), BLOCK=BLOCK)
+    return int(top.max())

@@ -18,7 +18,7 @@ from psgd.kernels.triton.bits import block_rows, grid, load_codes, store_codes
 from psgd.kernels.triton.rng import uniform_at
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["k0", "k1"])  # 1 would become a constant
 def _encode(x_ptr, field_ptr, sign_ptr, top_ptr, n, k0, k1, STOCHASTIC: tl.constexpr, BLOCK: tl.constexpr):
     rows, offs = block_rows(BLOCK)
     inside = offs < n

@@ -28,7 +28,7 @@ def uniform_at(k0, k1, i):
     return (h >> 8).to(tl.float32) * 5.9604644775390625e-08
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["k0", "k1"])  # 1 would become a constant
 def _uniform(out_ptr, n, start, k0, k1, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     tl.store(out_ptr + offs, uniform_at(k0, k1, offs + start), mask=offs < n)
