@@ -2,6 +2,7 @@
 a small CPU variant, and every CPU variant runs (two rounds here, with at most 2 of the workers
 its 'Launch' comment gives, and a smaller evaluation). tests/mpi picks up configs/*.toml only."""
 
+import math
 import re
 from pathlib import Path
 
@@ -44,8 +45,19 @@ SMALL_EVAL = ["task.synthetic_train=128", "task.synthetic_test=32", "task.eval_b
 
 
 @pytest.mark.parametrize("path", CPU, ids=lambda p: f"{p.parent.name}/{p.stem}")
-def test_cpu_variant_runs(path, one_thread):
+def test_cpu_variant_runs_and_sends_what_its_compressors_count(path, one_thread):
+    """Three rounds of each CPU variant: finite losses and metrics, and every worker's uplink
+    payload each round is exactly the bits its codecs state for the model's d (where x does not
+    change the count), rounded up to bytes per message."""
     small = SMALL_EVAL if 'dataset = "synthetic"' in path.read_text() else []
-    cfg = config.load(path, ["rounds=2", "eval_every=2", *small])
-    _, result = run_in_process(cfg, min(workers(path), 2))
-    assert len(result.rounds) == 2 and all(r["loss"] == r["loss"] for r in result.rounds)
+    cfg = config.load(path, ["rounds=3", "eval_every=3", *small])
+    server, result = run_in_process(cfg, min(workers(path), 2))
+    assert len(result.rounds) == 3 and all(math.isfinite(r["loss"]) for r in result.rounds)
+    assert all(math.isfinite(v) for v in server.final_metrics.values()) and server.final_metrics
+    d, method = server.task.dim, server.method
+    for r in result.rounds:
+        bits = [c.bits(d) for c in method.uplink_codecs(r["round"])]
+        if None in bits:
+            continue  # a count that depends on x (hard threshold, Elias): checked per message in test_compress_bits
+        payload = [up - head for up, head in zip(r["bytes_up"], r["header_up"], strict=True)]
+        assert payload == [sum(math.ceil(b / 8) for b in bits)] * len(payload), (r["round"], payload, bits)
