@@ -22,17 +22,37 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
+import numpy as np
 import torch
 
+from psgd import kernels
 from psgd.compress.base import SENT, Compressor, Message, check_fits
 from psgd.compress.dithering import work_dtype
 from psgd.compress.randomness import uniform
 from psgd.compress.registry import register
 from psgd.errors import FrameError
+from psgd.kernels import codes as kc
+from psgd.kernels import np_view, rng
 from psgd.wire.codes import BitReader, BitWriter, pack_trits, trit_bits, unpack_trits
 
-GAMMA_BITS = 31
+GAMMA_BITS = kc.GAMMA_BITS
+
+
+class Packed(NamedTuple):
+    """A checked body, read by the compiled kernels: gamma and the body as words."""
+
+    gamma: np.float32
+    words: np.ndarray
+
+
+class Dense(NamedTuple):
+    """A body read by the reference: gamma (fp32 tensor), k_i (int64) and s_i < 0 (bool)."""
+
+    gamma: torch.Tensor
+    k: torch.Tensor
+    neg: torch.Tensor
 
 
 @register
@@ -56,10 +76,33 @@ class SparseDither(Compressor):
 
     def _encode(self, x, generator):
         d = x.numel()
-        w = work_dtype(x)
         gamma64 = 2 * math.sqrt(self.nu / d) * torch.linalg.vector_norm(x, dtype=torch.float64)
         check_fits("gamma = 2 sqrt(nu/d) ||x||", float(gamma64), x.dtype)
         gamma = gamma64.to(torch.float32)
+        if x.dtype != torch.float32:
+            return self._encode_reference(x, gamma, generator)
+        return kernels.run(
+            kc.sparse_dither_encode,
+            (x,),
+            lambda: self._encode_compiled(x.contiguous(), gamma, generator),
+            lambda: self._encode_reference(x, gamma, generator),
+        )
+
+    def _encode_compiled(self, x, gamma, generator):
+        """One pass over x (after the norm's): signs, groups and unary codes straight into the body."""
+        d = x.numel()
+        k0, k1 = rng.split(rng.draw_key(generator)) if self.random else (0, 0)
+        inv = np.float32(1 / float(gamma) if float(gamma) > 0 else 0)
+        upos = kc.unary_start(d)
+        words = kc.new_words(upos + int(d * (0.5 / math.sqrt(self.nu) + 1)))  # sum_i k_i <= sum_i (z_i + 1)
+        gamma_bits = int(gamma.reshape(1).view(torch.int32))
+        words, nbits, kmax = kc.sparse_dither_encode(np_view(x), inv, self.random, k0, k1, gamma_bits, words, upos)
+        check_fits("gamma max k_i", float(kmax) * float(gamma), x.dtype)  # the largest decoded |C(x)_i|
+        return (nbits,), torch.from_numpy(words.view(np.uint8)[: -(-nbits // 8)])
+
+    def _encode_reference(self, x, gamma, generator):
+        d = x.numel()
+        w = work_dtype(x)
         z = x.abs().to(w) * torch.where(gamma > 0, 1 / gamma.to(w), 0)
         if self.random:
             low = z.floor()
@@ -75,7 +118,35 @@ class SparseDither(Compressor):
         out.unary(k[k > 0] - 1)
         return (out.nbits,), out.packed()
 
-    def _parse(self, m: Message) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _k_max(self, d: int) -> int:
+        return math.ceil(math.sqrt(d / self.nu) / 2) + 1  # |u_i|/(2h) <= 1/(2h)
+
+    def _parse(self, m: Message) -> Packed | Dense:
+        """Packed where the compiled kernels read the body (fp32 and half messages on the CPU),
+        else Dense (float64 messages decode k_i gamma in float64; CUDA)."""
+        if m.dtype == torch.float64:
+            return self._parse_reference(m)
+        return kernels.run(
+            kc.sparse_dither_check, (m.body,), lambda: self._parse_compiled(m), lambda: self._parse_reference(m)
+        )
+
+    def _parse_compiled(self, m: Message) -> Packed:
+        (nbits,) = m.meta
+        r = BitReader(m.body, nbits, self.name)
+        if nbits < GAMMA_BITS:
+            raise FrameError(f"{self.name}: body ends early")
+        gamma = np.array([r.words[0] & np.uint64(2**GAMMA_BITS - 1)], dtype=np.uint32).view(np.float32)[0]
+        if not math.isfinite(gamma):
+            raise FrameError(f"{self.name}: bad scale")
+        if nbits < kc.unary_start(m.d):
+            raise FrameError(f"{self.name}: body ends early")
+        status, end = kc.sparse_dither_check(r.words, m.d, nbits, self._k_max(m.d) - 1)
+        if status == kc.UNREAD:
+            raise FrameError(f"{self.name}: {nbits - end} unread bits")
+        r._check(status)
+        return Packed(gamma, r.words)
+
+    def _parse_reference(self, m: Message) -> Dense:
         (nbits,) = m.meta
         r = BitReader(m.body, nbits, self.name)
         gamma = r.uints(1, GAMMA_BITS).to(torch.int32).view(torch.float32)
@@ -83,20 +154,45 @@ class SparseDither(Compressor):
             raise FrameError(f"{self.name}: bad scale")
         trits = unpack_trits(r, m.d, tight=True)
         nz = trits > 0
-        k_max = math.ceil(math.sqrt(m.d / self.nu) / 2) + 1  # |u_i|/(2h) <= 1/(2h)
         k = torch.zeros(m.d, dtype=torch.int64, device=m.body.device)
-        k[nz] = r.unary(int(nz.sum()), k_max - 1) + 1
+        k[nz] = r.unary(int(nz.sum()), self._k_max(m.d) - 1) + 1
         r.finish()
-        return gamma, k, trits == 2
+        return Dense(gamma, k, trits == 2)
 
-    def _validate(self, m: Message) -> None:
-        self._parse(m)
+    def _dense(self, m: Message) -> Dense:
+        p = self.parsed(m)
+        return p if isinstance(p, Dense) else self._parse_reference(m)
+
+    def _values(self, m: Message, out: torch.Tensor, weight: float, add: bool) -> bool:
+        """out (+)= weight C(x) by the compiled kernel; False where it cannot (then nothing is done)."""
+        p = self.parsed(m)
+        if not (isinstance(p, Packed) and out.dtype == torch.float32 and out.is_contiguous()):
+            return False
+
+        def fast():
+            kc.sparse_dither_values(p.words, m.d, p.gamma, np.float32(weight), np_view(out), add)
+            return True
+
+        return kernels.run(kc.sparse_dither_values, (out,), fast, lambda: False)
 
     def _decode(self, m: Message) -> torch.Tensor:
-        gamma, k, neg = self._parse(m)
+        if m.dtype != torch.float64:
+            out = torch.from_numpy(np.empty(m.d, dtype=np.float32))  # numpy's fresh pages are huge pages
+            if self._values(m, out, 1.0, add=False):
+                return out.to(m.dtype)
+        gamma, k, neg = self._dense(m)
         w = torch.float64 if m.dtype == torch.float64 else torch.float32
         v = k.to(w) * gamma.to(w)
         return torch.where(neg, -v, v).to(m.dtype)
+
+    def decode_into(self, m: Message, out: torch.Tensor) -> torch.Tensor:
+        if m.dtype == torch.float32 and out.numel() == m.d and self._values(m, out, 1.0, add=False):
+            return out
+        return super().decode_into(m, out)
+
+    def _accumulate(self, m: Message, out: torch.Tensor, weight: float) -> None:
+        if m.dtype != torch.float32 or not self._values(m, out, weight, add=True):
+            super()._accumulate(m, out, weight)
 
     def meta_layout(self, d):
         return (SENT,)

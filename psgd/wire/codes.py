@@ -12,15 +12,22 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import torch
 
+from psgd import kernels
 from psgd.errors import FrameError
+from psgd.kernels import codes as kc
+from psgd.kernels import np_view
 from psgd.wire.bits import pack_bits, pack_uint, segment_ids, unpack_bits, unpack_uint
 
 
 def bit_length(values: torch.Tensor) -> torch.Tensor:
-    """floor(log2 v) + 1 for integers 1 <= v < 2**53 (0 for v = 0), as int64."""
-    return torch.frexp(values.to(torch.float64)).exponent.to(torch.int64)
+    """floor(log2 v) + 1 for integers 0 <= v < 2**63 (0 for v = 0), as int64. From 2**52 on the top
+    bits are shifted down first, so that the float64 conversion cannot round up to a power of 2."""
+    v = values.to(torch.int64)
+    big = v >= 2**52
+    return torch.frexp(torch.where(big, v >> 11, v).to(torch.float64)).exponent.to(torch.int64) + 11 * big
 
 
 def _spread(widths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,109 +37,248 @@ def _spread(widths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return field, torch.arange(field.numel(), device=widths.device) - start[field]
 
 
+def _ints(t: torch.Tensor):
+    """A numpy view of an integer tensor for the kernels (booleans as bytes)."""
+    t = t.reshape(-1).contiguous()
+    return np_view(t.view(torch.uint8) if t.dtype == torch.bool else t)
+
+
 class BitWriter:
-    """Collects sections of bits on one device; ``packed()`` returns ceil(nbits/8) bytes."""
+    """Collects sections of bits on one device; ``packed()`` returns ceil(nbits/8) bytes.
+
+    On the CPU with compiled kernels the sections go straight into one growing buffer of packed
+    words; otherwise (CUDA, the reference) each is a bool tensor, packed once at the end.
+    """
 
     def __init__(self, device: torch.device | str):
         self.device = torch.device(device)
-        self.parts: list[torch.Tensor] = []
+        self.parts: list[torch.Tensor | list] = []  # bool tensors, or [words, nbits] of compiled sections
         self.nbits = 0
 
-    def bits(self, b: torch.Tensor) -> None:
-        self.parts.append(b.to(self.device, torch.bool).reshape(-1))
+    def _section(self, kernel, tensors: tuple[torch.Tensor, ...], args: tuple, reference, size: int) -> None:
+        """Append one section of about ``size`` bits: ``kernel(words, nbits, *views of tensors, *args)``
+        when it can run (on a CPU writer), else ``reference()``."""
+
+        def fast():
+            if not (self.parts and isinstance(self.parts[-1], list)):
+                self.parts.append([kc.new_words(size), 0])
+            part = self.parts[-1]
+            if part[0].size * 64 < part[1] + size:  # grown once here rather than doubled in the kernel
+                part[0] = np.concatenate([part[0], kc.new_words(part[0].size * 64 + size)])
+            words, nbits = kernel(part[0], part[1], *(_ints(t) for t in tensors), *args)
+            self.nbits += nbits - part[1]
+            part[:] = words, nbits
+
+        if self.device.type != "cpu":
+            return reference()
+        return kernels.run(kernel, tensors, fast, reference)
+
+    def _append(self, b: torch.Tensor) -> None:
+        self.parts.append(b)
         self.nbits += b.numel()
+
+    def bits(self, b: torch.Tensor) -> None:
+        b = b.to(self.device, torch.bool).reshape(-1)
+        self._section(kc.write_bits, (b,), (), lambda: self._append(b), b.numel())
 
     def uints(self, values: torch.Tensor, width: int) -> None:
         """Each value in ``width`` bits, least significant first."""
         if width and values.numel():
-            self.bits(unpack_bits(pack_uint(values, width), values.numel() * width))
+            self._section(
+                kc.write_uints,
+                (values,),
+                (width,),
+                lambda: self._append(unpack_bits(pack_uint(values, width), values.numel() * width)),
+                values.numel() * width,
+            )
 
     def varuints(self, values: torch.Tensor, widths: torch.Tensor) -> None:
         """Value i in widths[i] bits (widths may be 0), least significant first."""
-        if values.numel():
+
+        def reference():
             field, place = _spread(widths)
-            self.bits((values.to(torch.int64)[field] >> place) & 1)
+            self._append(((values.to(torch.int64)[field] >> place) & 1).bool())
+
+        if values.numel():
+            self._section(kc.write_varuints, (values, widths), (), reference, 8 * values.numel())
 
     def unary(self, q: torch.Tensor) -> None:
         """Each q >= 0 as q zeros then a one: q + 1 bits."""
-        ends = torch.cumsum(q.to(torch.int64) + 1, 0)
-        out = torch.zeros(int(ends[-1]) if q.numel() else 0, dtype=torch.bool, device=self.device)
-        out[ends - 1] = True
-        self.bits(out)
+
+        def reference():
+            ends = torch.cumsum(q.to(torch.int64) + 1, 0)
+            out = torch.zeros(int(ends[-1]) if q.numel() else 0, dtype=torch.bool, device=self.device)
+            out[ends - 1] = True
+            self._append(out)
+
+        self._section(kc.write_codes, (q,), (0, kc.UNARY, kc.new_words(0)), reference, 4 * q.numel())
 
     def gammas(self, values: torch.Tensor) -> None:
         """Elias gamma of each v >= 1, split: unary(L-1) parts, then the L-1 low bits (L = bit length)."""
-        low = bit_length(values) - 1
-        self.unary(low)
-        self.varuints(values - (1 << low), low)
+
+        def reference():
+            low = bit_length(values) - 1
+            self.unary(low)
+            self.varuints(values - (1 << low), low)
+
+        n = values.numel()
+        self._section(kc.write_codes, (values,), (0, kc.GAMMA, kc.new_words(2 * n)), reference, 4 * n)
 
     def rice(self, values: torch.Tensor, r: int) -> None:
         """Golomb-Rice code with parameter 2**r of each v >= 0, split: unary quotients, then r-bit remainders."""
-        v = values.to(torch.int64)
-        self.unary(v >> r)
-        self.uints(v & ((1 << r) - 1), r)
+
+        def reference():
+            v = values.to(torch.int64)
+            self.unary(v >> r)
+            self.uints(v & ((1 << r) - 1), r)
+
+        n = values.numel()
+        self._section(kc.write_codes, (values,), (r, kc.RICE, kc.new_words(r * n)), reference, (r + 2) * n)
 
     def packed(self) -> torch.Tensor:
         if not self.parts:
             return torch.empty(0, dtype=torch.uint8, device=self.device)
-        return pack_bits(torch.cat(self.parts))
+        if all(isinstance(p, torch.Tensor) for p in self.parts):
+            return pack_bits(torch.cat(self.parts))  # type: ignore[arg-type]
+        if len(self.parts) == 1:
+            return _bytes(*self.parts[0])
+        packed = [pack_bits(p) if isinstance(p, torch.Tensor) else _bytes(*p) for p in self.parts]
+        return join_bits(packed, [p.numel() if isinstance(p, torch.Tensor) else p[1] for p in self.parts])
+
+
+def _bytes(words: np.ndarray, nbits: int) -> torch.Tensor:
+    """The packed bytes of the first nbits of a word buffer (a view)."""
+    return torch.from_numpy(words.view(np.uint8)[: -(-nbits // 8)])
 
 
 class BitReader:
-    """Reads the sections a BitWriter wrote; running past the end raises FrameError."""
+    """Reads the sections a BitWriter wrote; running past the end raises FrameError.
+
+    On the CPU with compiled kernels it reads the body as words (one copy of the body); otherwise
+    (CUDA, the reference) as a bool tensor of its bits. Either is made on first use.
+    """
 
     def __init__(self, body: torch.Tensor, nbits: int, what: str):
         if body.numel() * 8 < nbits:
             raise FrameError(f"{what}: body shorter than {nbits} bits")
-        self.stream = unpack_bits(body, nbits)
+        self.body = body
+        self.nbits = nbits
         self.pos = 0
         self.what = what
+        self._stream: torch.Tensor | None = None
+        self._words: np.ndarray | None = None
 
-    def _take(self, n: int) -> torch.Tensor:
-        if n < 0 or self.pos + n > self.stream.numel():
+    @property
+    def stream(self) -> torch.Tensor:
+        """The body's nbits as booleans (the reference's form)."""
+        if self._stream is None:
+            self._stream = unpack_bits(self.body, self.nbits)
+        return self._stream
+
+    @property
+    def words(self) -> np.ndarray:
+        """The body's nbits as words (the kernels' form)."""
+        if self._words is None:
+            self._words = kc.words_of(self.body, self.nbits)
+        return self._words
+
+    def _read(self, kernel, fast, reference):
+        return kernels.run(kernel, (self.body,), fast, reference)
+
+    def _check(self, status: int) -> None:
+        if status != kc.OK:
+            raise FrameError(f"{self.what}: {kc.STATUS[status]}")
+
+    def _take(self, n: int) -> int:
+        """The position of the next n bits, consumed."""
+        if n < 0 or self.pos + n > self.nbits:
             raise FrameError(f"{self.what}: body ends early")
-        out = self.stream[self.pos : self.pos + n]
         self.pos += n
-        return out
+        return self.pos - n
 
     def bits(self, n: int) -> torch.Tensor:
-        return self._take(n)
+        pos = self._take(n)
+
+        def fast():
+            out = np.empty(n, dtype=np.bool_)
+            kc.read_bits(self.words, pos, out)
+            return torch.from_numpy(out)
+
+        return self._read(kc.read_bits, fast, lambda: self.stream[pos : pos + n])
 
     def uints(self, n: int, width: int) -> torch.Tensor:
         if not (width and n):
-            return torch.zeros(n, dtype=torch.int64, device=self.stream.device)
-        return unpack_uint(pack_bits(self._take(n * width)), n, width)
+            return torch.zeros(n, dtype=torch.int64, device=self.body.device)
+        pos = self._take(n * width)
+
+        def fast():
+            out = np.empty(n, dtype=np.int64)
+            kc.read_uints(self.words, pos, out, width)
+            return torch.from_numpy(out)
+
+        return self._read(
+            kc.read_uints, fast, lambda: unpack_uint(pack_bits(self.stream[pos : pos + n * width]), n, width)
+        )
 
     def varuints(self, widths: torch.Tensor) -> torch.Tensor:
-        field, place = _spread(widths)
-        chunk = self._take(field.numel()).to(torch.int64) << place
-        return torch.zeros(widths.numel(), dtype=torch.int64, device=chunk.device).index_add_(0, field, chunk)
+        def fast():
+            total = int(widths.sum())
+            pos = self._take(total)
+            out = np.empty(widths.numel(), dtype=np.int64)
+            kc.read_varuints(self.words, pos, _ints(widths), out)
+            return torch.from_numpy(out)
+
+        def reference():
+            field, place = _spread(widths)
+            pos = self._take(field.numel())
+            chunk = self.stream[pos : pos + field.numel()].to(torch.int64) << place
+            return torch.zeros(widths.numel(), dtype=torch.int64, device=chunk.device).index_add_(0, field, chunk)
+
+        return self._read(kc.read_varuints, fast, reference)
+
+    def _codes(self, n: int, max_q: int, r: int, code: int) -> torch.Tensor:
+        """n split prefix codes by the compiled reader."""
+        out = np.empty(n, dtype=np.int64)
+        pos, status = kc.read_codes(self.words, self.pos, self.nbits, out, max_q, r, code)
+        self._check(status)
+        self.pos = pos
+        return torch.from_numpy(out)
 
     def unary(self, n: int, max_value: int) -> torch.Tensor:
         """n unary codes; a code above max_value is malformed."""
-        if n == 0:
-            return torch.zeros(0, dtype=torch.int64, device=self.stream.device)
-        ones = torch.nonzero(self.stream[self.pos :]).view(-1)[:n]
-        if ones.numel() < n:
-            raise FrameError(f"{self.what}: body ends inside a unary code")
-        q = torch.diff(ones, prepend=ones.new_full((1,), -1)) - 1
-        if int(q.max()) > max_value:
-            raise FrameError(f"{self.what}: code value out of range")
-        self.pos += int(ones[-1]) + 1
-        return q
+
+        def reference():
+            if n == 0:
+                return torch.zeros(0, dtype=torch.int64, device=self.body.device)
+            ones = torch.nonzero(self.stream[self.pos :]).view(-1)[:n]
+            if ones.numel() < n:
+                raise FrameError(f"{self.what}: body ends inside a unary code")
+            q = torch.diff(ones, prepend=ones.new_full((1,), -1)) - 1
+            if int(q.max()) > max_value:
+                raise FrameError(f"{self.what}: code value out of range")
+            self.pos += int(ones[-1]) + 1
+            return q
+
+        return self._read(kc.read_codes, lambda: self._codes(n, max_value, 0, kc.UNARY), reference)
 
     def gammas(self, n: int, max_bits: int = 62) -> torch.Tensor:
-        low = self.unary(n, max_bits - 1)
-        return (1 << low) | self.varuints(low)
+        def reference():
+            low = self.unary(n, max_bits - 1)
+            return (1 << low) | self.varuints(low)
+
+        return self._read(kc.read_codes, lambda: self._codes(n, max_bits - 1, 0, kc.GAMMA), reference)
 
     def rice(self, n: int, r: int, max_quotient: int) -> torch.Tensor:
-        q = self.unary(n, max_quotient)
-        return (q << r) | self.uints(n, r)
+        def reference():
+            q = self.unary(n, max_quotient)
+            return (q << r) | self.uints(n, r)
+
+        return self._read(kc.read_codes, lambda: self._codes(n, max_quotient, r, kc.RICE), reference)
 
     def finish(self) -> None:
         """The body must be consumed exactly."""
-        if self.pos != self.stream.numel():
-            raise FrameError(f"{self.what}: {self.stream.numel() - self.pos} unread bits")
+        if self.pos != self.nbits:
+            raise FrameError(f"{self.what}: {self.nbits - self.pos} unread bits")
 
 
 TRITS_PER_GROUP = 29  # 3^29 < 2^46: 46/29 = 1.5862 bits per trit, 0.08% above log2(3)
@@ -161,14 +307,18 @@ def _powers(m: int, device: torch.device) -> torch.Tensor:
 def pack_trits(writer: BitWriter, trits: torch.Tensor, tight: bool = False) -> None:
     """Base-3 digits (0, 1, 2), 29 to a 46-bit integer; the last group zero-padded, or with
     ``tight`` its m digits in ceil(m log2 3) bits: trit_bits(n, tight) bits in all."""
-    t = trits.to(torch.int64)
-    full, m = divmod(t.numel(), TRITS_PER_GROUP)
-    if m and not tight:
-        full, m, t = full + 1, 0, torch.cat([t, t.new_zeros(TRITS_PER_GROUP - m)])
-    head = t[: full * TRITS_PER_GROUP].view(-1, TRITS_PER_GROUP)
-    writer.uints((head * _powers(TRITS_PER_GROUP, t.device)).sum(1), TRIT_GROUP_BITS)
-    if m:
-        writer.uints((t[full * TRITS_PER_GROUP :] * _powers(m, t.device)).sum().reshape(1), group_bits(m))
+
+    def reference():
+        t = trits.to(torch.int64)
+        full, m = divmod(t.numel(), TRITS_PER_GROUP)
+        if m and not tight:
+            full, m, t = full + 1, 0, torch.cat([t, t.new_zeros(TRITS_PER_GROUP - m)])
+        head = t[: full * TRITS_PER_GROUP].view(-1, TRITS_PER_GROUP)
+        writer.uints((head * _powers(TRITS_PER_GROUP, t.device)).sum(1), TRIT_GROUP_BITS)
+        if m:
+            writer.uints((t[full * TRITS_PER_GROUP :] * _powers(m, t.device)).sum().reshape(1), group_bits(m))
+
+    writer._section(kc.write_trits, (trits,), (tight,), reference, trit_bits(trits.numel(), tight))
 
 
 def _digits(reader: BitReader, groups: torch.Tensor, m: int) -> torch.Tensor:
@@ -180,14 +330,25 @@ def _digits(reader: BitReader, groups: torch.Tensor, m: int) -> torch.Tensor:
 
 def unpack_trits(reader: BitReader, n: int, tight: bool = False) -> torch.Tensor:
     """Inverse of pack_trits: n base-3 digits as int64; a group out of range or non-zero padding is malformed."""
-    full, m = divmod(n, TRITS_PER_GROUP)
-    if not tight:
-        trits = _digits(reader, reader.uints(-(-n // TRITS_PER_GROUP), TRIT_GROUP_BITS), TRITS_PER_GROUP)
-        if bool(trits[n:].any()):
-            raise FrameError(f"{reader.what}: non-zero base-3 padding")
-        return trits[:n]
-    head = _digits(reader, reader.uints(full, TRIT_GROUP_BITS), TRITS_PER_GROUP)
-    return torch.cat([head, _digits(reader, reader.uints(1 if m else 0, group_bits(m)), m)])
+
+    def fast():
+        out = np.empty(n, dtype=np.int64)
+        reader._check(kc.read_trits(reader.words, reader._take(trit_bits(n, tight)), out, tight))
+        return torch.from_numpy(out)
+
+    def reference():
+        full, m = divmod(n, TRITS_PER_GROUP)
+        if not tight:
+            trits = _digits(reader, reader.uints(-(-n // TRITS_PER_GROUP), TRIT_GROUP_BITS), TRITS_PER_GROUP)
+            if bool(trits[n:].any()):
+                raise FrameError(f"{reader.what}: non-zero base-3 padding")
+            return trits[:n]
+        head = _digits(reader, reader.uints(full, TRIT_GROUP_BITS), TRITS_PER_GROUP)
+        return torch.cat([head, _digits(reader, reader.uints(1 if m else 0, group_bits(m)), m)])
+
+    if reader.pos + trit_bits(n, tight) > reader.nbits:
+        return reference()  # it raises the reference's error, in its order
+    return reader._read(kc.read_trits, fast, reference)
 
 
 def join_bits(parts: list[torch.Tensor], nbits: list[int]) -> torch.Tensor:
@@ -195,7 +356,19 @@ def join_bits(parts: list[torch.Tensor], nbits: list[int]) -> torch.Tensor:
     While every part but the last ends on a byte boundary the bytes are concatenated as they are."""
     if all(n % 8 == 0 for n in nbits[:-1]):
         return torch.cat([p[: -(-n // 8)] for p, n in zip(parts, nbits, strict=True)])
-    return pack_bits(torch.cat([unpack_bits(p, n) for p, n in zip(parts, nbits, strict=True)]))
+
+    def fast():
+        words, total = kc.new_words(sum(nbits)), 0
+        for p, n in zip(parts, nbits, strict=True):
+            words, total = kc.write_packed(words, total, np_view(p.contiguous()), n)
+        return _bytes(words, total)
+
+    return kernels.run(
+        kc.write_packed,
+        tuple(parts),
+        fast,
+        lambda: pack_bits(torch.cat([unpack_bits(p, n) for p, n in zip(parts, nbits, strict=True)])),
+    )
 
 
 def split_bits(body: torch.Tensor, nbits: list[int], what: str) -> list[torch.Tensor]:
@@ -204,4 +377,13 @@ def split_bits(body: torch.Tensor, nbits: list[int], what: str) -> list[torch.Te
         ends = [0, *itertools.accumulate(-(-n // 8) for n in nbits)]
         return [body[a:b].clone() for a, b in itertools.pairwise(ends)]
     reader = BitReader(body, sum(nbits), what)
-    return [pack_bits(reader.bits(n)) for n in nbits]
+
+    def fast():
+        parts = []
+        for n in nbits:
+            out = np.empty(-(-n // 8), dtype=np.uint8)
+            kc.read_packed(reader.words, reader._take(n), out, n)
+            parts.append(torch.from_numpy(out))
+        return parts
+
+    return reader._read(kc.read_packed, fast, lambda: [pack_bits(reader.bits(n)) for n in nbits])

@@ -1,0 +1,557 @@
+"""Variable-length bit codes (psgd.wire.codes) and sparse dithering's body as compiled CPU kernels.
+
+A stream is an array of uint64 words: bit j is bit j % 64 of word j // 64, which on a
+little-endian machine is bit j % 8 of byte j // 8, the layout of psgd.wire.bits. Writers append
+at bit ``nbits`` of a word buffer, keep the bits above ``nbits`` of the last word zero, grow the
+buffer by doubling and return (buffer, new nbits). Readers take the stream in words with the bits
+past its end zero and one zero word more (``words_of``); those that can meet malformed contents
+return a status, which the caller turns into the reference's FrameError.
+
+Prefix codes are split as the reference writes them: all unary parts, then all fixed-width parts.
+A writer puts the unary parts in the stream and the fixed-width parts in a scratch buffer that it
+appends at the end; a reader finds where the unary parts end (popcounts), then walks both parts
+at once: one pass over the values either way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from psgd.kernels import cpu, device_fn, numba
+from psgd.kernels.rng import uniform_at
+
+if numba is not None:
+    from llvmlite import ir
+    from numba.core import types
+    from numba.cpython.unsafe.numbers import leading_zeros, trailing_zeros
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def popcount(typingctx, src):
+        """Number of one bits of an integer (LLVM ctpop)."""
+        return src(src), lambda context, builder, sig, args: builder.ctpop(args[0])
+
+    del ir, types
+
+OK, EARLY, UNARY_END, RANGE, TRIT_RANGE, TRIT_PAD, UNREAD = range(7)
+STATUS = {
+    EARLY: "body ends early",
+    UNARY_END: "body ends inside a unary code",
+    RANGE: "code value out of range",
+    TRIT_RANGE: "base-3 group out of range",
+    TRIT_PAD: "non-zero base-3 padding",
+}
+UNARY, GAMMA, RICE = range(3)  # the codes read_codes and write_codes handle
+
+_ZERO = np.uint64(0)
+_ONE = np.uint64(1)
+_ALL = np.uint64(2**64 - 1)
+
+
+def words_of(body: torch.Tensor, nbits: int) -> np.ndarray:
+    """The first nbits of a packed uint8 body as words, the bits past nbits zero, one zero word more."""
+    words = np.zeros(nbits // 64 + 2, dtype=np.uint64)
+    nbytes = -(-nbits // 8)
+    raw = words.view(np.uint8)
+    raw[:nbytes] = body[:nbytes].numpy()
+    if nbits % 8:
+        raw[nbytes - 1] &= (1 << (nbits % 8)) - 1
+    return words
+
+
+def new_words(nbits: int) -> np.ndarray:
+    """An empty word buffer with room for about nbits. Buffers and outputs come from numpy, never
+    from the kernels: numpy asks for huge pages, and fresh memory is faulted in 4x faster."""
+    return np.empty(nbits // 64 + 2, dtype=np.uint64)
+
+
+# ---------------------------------------------------------------- writing
+
+
+@device_fn
+def _room(buf, n):
+    """buf with at least n words (its capacity doubled when short). Kernels make room before a
+    run of writes; helpers called per value never take arrays (numba would count references to
+    them at every call, 10x the cost of the write)."""
+    if n <= buf.size:
+        return buf
+    new = np.empty(max(2 * buf.size, n), dtype=np.uint64)
+    new[: buf.size] = buf
+    return new
+
+
+@device_fn
+def _mask(n):
+    """The n low bits set, 0 <= n <= 64."""
+    return (_ALL >> np.uint64(64 - n)) if n else _ZERO
+
+
+@device_fn
+def _push(acc, fill, v, n):
+    """Append the n low bits of v (0 <= n <= 64, the higher bits of v zero) to ``fill`` < 64
+    pending bits in acc: (acc, fill, a full word to store, whether there is one)."""
+    word = acc | (v << np.uint64(fill))
+    fill += n
+    if fill < 64:
+        return word, fill, word, False
+    fill -= 64
+    return ((v >> np.uint64(n - fill)) if fill else _ZERO), fill, word, True
+
+
+@device_fn
+def _bits_at(lo, hi, s, n):
+    """The n <= 64 bits from bit s < 64 of the 128-bit hi:lo."""
+    v = lo >> np.uint64(s)
+    if s and n > 64 - s:
+        v |= hi << np.uint64(64 - s)
+    return v & _mask(n)
+
+
+@device_fn
+def _open(buf, nbits):
+    """(j, acc, fill) of a writer at bit nbits of buf: the next word to store, the pending bits."""
+    fill = nbits & 63
+    return nbits >> 6, buf[nbits >> 6] if fill else _ZERO, fill
+
+
+@device_fn
+def _close(buf, j, acc, fill):
+    """Store the pending bits; the bit count."""
+    if fill:
+        buf[j] = acc
+    return 64 * j + fill
+
+
+@device_fn
+def _append(buf, j, acc, fill, src, nbits):
+    """Append the first nbits of the word stream src (buf has room)."""
+    for k in range(-(-nbits >> 6)):
+        n = min(64, nbits - 64 * k)
+        acc, fill, word, full = _push(acc, fill, src[k] & _mask(n), n)
+        if full:
+            buf[j] = word
+            j += 1
+    return j, acc, fill
+
+
+@cpu
+def write_bits(buf, nbits, b):
+    """Append the booleans b, one bit each."""
+    n = b.size
+    buf = _room(buf, (nbits + n) // 64 + 1)
+    j, acc, fill = _open(buf, nbits)
+    for k in range(-(-n >> 6)):
+        v = _ZERO
+        for t in range(min(64, n - 64 * k)):
+            v |= np.uint64(b[64 * k + t]) << np.uint64(t)
+        acc, fill, word, full = _push(acc, fill, v, min(64, n - 64 * k))
+        if full:
+            buf[j] = word
+            j += 1
+    return buf, _close(buf, j, acc, fill)
+
+
+@cpu
+def write_uints(buf, nbits, values, width):
+    """Append each value's ``width`` low bits, least significant first."""
+    buf = _room(buf, (nbits + values.size * width) // 64 + 1)
+    j, acc, fill = _open(buf, nbits)
+    m = _mask(width)
+    for i in range(values.size):
+        acc, fill, word, full = _push(acc, fill, np.uint64(values[i]) & m, width)
+        if full:
+            buf[j] = word
+            j += 1
+    return buf, _close(buf, j, acc, fill)
+
+
+@cpu
+def write_varuints(buf, nbits, values, widths):
+    """Append value i's widths[i] low bits (0 <= widths[i] <= 64)."""
+    buf = _room(buf, (nbits + np.int64(widths.sum())) // 64 + 1)
+    j, acc, fill = _open(buf, nbits)
+    for i in range(values.size):
+        w = np.int64(widths[i])
+        acc, fill, word, full = _push(acc, fill, np.uint64(values[i]) & _mask(w), w)
+        if full:
+            buf[j] = word
+            j += 1
+    return buf, _close(buf, j, acc, fill)
+
+
+@cpu
+def write_codes(buf, nbits, values, r, code, low):
+    """Append split prefix codes of the values: every unary part, then every fixed-width part.
+    UNARY: v >= 0 as v zeros and a one. GAMMA: v >= 1 of bit length L as unary(L - 1), then its
+    L - 1 low bits. RICE: v >= 0 as unary(v >> r), then its r low bits. ``low``: scratch words."""
+    buf = _room(buf, nbits // 64 + 2)
+    j, acc, fill = _open(buf, nbits)
+    lj, lacc, lfill = 0, _ZERO, 0
+    i = 0
+    need = j + 2
+    while i < values.size:
+        buf = _room(buf, need)  # grown out here: arrays reassigned inside the loop cost a count per value
+        low = _room(low, lj + 2)
+        while i < values.size:
+            v = np.uint64(values[i])
+            if code == UNARY:
+                q, w = np.int64(v), 0
+            elif code == GAMMA:
+                w = 63 - np.int64(leading_zeros(v))
+                q = w
+            else:
+                q, w = np.int64(v >> np.uint64(r)), r
+            need = j + (q >> 6) + 2
+            if need > buf.size or lj + 2 > low.size:
+                break
+            fill += q  # q zeros
+            while fill >= 64:
+                buf[j] = acc
+                j += 1
+                acc = _ZERO
+                fill -= 64
+            acc, fill, word, full = _push(acc, fill, _ONE, 1)
+            if full:
+                buf[j] = word
+                j += 1
+            lacc, lfill, word, full = _push(lacc, lfill, v & _mask(w), w)
+            if full:
+                low[lj] = word
+                lj += 1
+            i += 1
+    lbits = _close(low, lj, lacc, lfill)
+    buf = _room(buf, (64 * j + fill + lbits) // 64 + 1)
+    j, acc, fill = _append(buf, j, acc, fill, low, lbits)
+    return buf, _close(buf, j, acc, fill)
+
+
+@cpu
+def write_trits(buf, nbits, trits, tight):
+    """Append base-3 digits 29 to a 46-bit integer; the last m < 29 in 46 bits, or with ``tight``
+    in ceil(m log2 3) bits."""
+    full, m = divmod(trits.size, 29)
+    buf = _room(buf, (nbits + 46 * (full + 1)) // 64 + 1)
+    j, acc, fill = _open(buf, nbits)
+    for k in range(full + (m > 0)):
+        size = 29 if k < full else m
+        g = np.int64(0)
+        for t in range(size):
+            g += np.int64(trits[29 * k + t]) * _POW3[t]
+        n = 46 if size == 29 or not tight else _GROUP_BITS[size]
+        acc, fill, word, full_word = _push(acc, fill, np.uint64(g), n)
+        if full_word:
+            buf[j] = word
+            j += 1
+    return buf, _close(buf, j, acc, fill)
+
+
+@cpu
+def write_packed(buf, nbits, src, n):
+    """Append the first n bits of the packed bytes src."""
+    buf = _room(buf, (nbits + n) // 64 + 1)
+    j, acc, fill = _open(buf, nbits)
+    for k in range(-(-n >> 6)):
+        v = _ZERO
+        for t in range(min(8, len(src) - 8 * k)):
+            v |= np.uint64(src[8 * k + t]) << np.uint64(8 * t)
+        size = min(64, n - 64 * k)
+        acc, fill, word, full = _push(acc, fill, v & _mask(size), size)
+        if full:
+            buf[j] = word
+            j += 1
+    return buf, _close(buf, j, acc, fill)
+
+
+# ---------------------------------------------------------------- reading
+
+
+@device_fn
+def _peek(words, p, n):
+    """The n <= 64 bits at bit p (not for per-value loops: it takes the array)."""
+    return _bits_at(words[p >> 6], words[(p >> 6) + 1], p & 63, n)
+
+
+@device_fn
+def _after_ones(words, pos, nbits, n):
+    """The bit after the n-th one at or after pos, or -1 when the stream has fewer."""
+    if n == 0:
+        return pos
+    i = pos >> 6
+    w = words[i] & ~_mask(pos & 63)
+    seen = 0
+    last = (nbits + 63) >> 6
+    while True:
+        c = np.int64(popcount(w))
+        if seen + c >= n:
+            for _ in range(n - seen - 1):
+                w &= w - _ONE
+            return 64 * i + np.int64(trailing_zeros(w)) + 1
+        seen += c
+        i += 1
+        if i >= last:
+            return -1
+        w = words[i]
+
+
+@cpu
+def read_codes(words, pos, nbits, out, max_q, r, code):
+    """out.size split prefix codes (see write_codes) from bit pos into out: (new pos, status). The
+    unary parts must hold out.size ones (else UNARY_END), each q <= max_q (else RANGE), then the
+    fixed-width parts must fit (else EARLY)."""
+    n = out.size
+    end = _after_ones(words, pos, nbits, n)
+    if end < 0:
+        return pos, UNARY_END
+    low = end
+    early = False
+    i = pos >> 6
+    w = words[i] & ~_mask(pos & 63)
+    p = pos
+    for k in range(n):
+        while w == 0:
+            i += 1
+            w = words[i]
+        one = 64 * i + np.int64(trailing_zeros(w))
+        w &= w - _ONE
+        q = one - p
+        p = one + 1
+        if q > max_q:
+            return pos, RANGE
+        if code == UNARY:
+            out[k] = q
+            continue
+        width = q if code == GAMMA else r
+        if early or low + width > nbits:
+            early = True
+            continue
+        v = _bits_at(words[low >> 6], words[(low >> 6) + 1], low & 63, width)
+        low += width
+        out[k] = np.int64((_ONE << np.uint64(q)) | v) if code == GAMMA else np.int64((np.uint64(q) << np.uint64(r)) | v)
+    if early:
+        return pos, EARLY
+    return low, OK
+
+
+@cpu
+def read_bits(words, pos, out):
+    """out[i] = bit pos + i."""
+    n = out.size
+    for k in range(-(-n >> 6)):
+        p = pos + 64 * k
+        v = _bits_at(words[p >> 6], words[(p >> 6) + 1], p & 63, 64)
+        for t in range(min(64, n - 64 * k)):
+            out[64 * k + t] = (v >> np.uint64(t)) & _ONE
+
+
+@cpu
+def read_uints(words, pos, out, width):
+    """out[i] = the width bits at pos + i width."""
+    for i in range(out.size):
+        p = pos + i * width
+        out[i] = np.int64(_bits_at(words[p >> 6], words[(p >> 6) + 1], p & 63, width))
+
+
+@cpu
+def read_varuints(words, pos, widths, out):
+    """out[i] = the widths[i] bits that follow those of out[:i]."""
+    for i in range(widths.size):
+        w = np.int64(widths[i])
+        out[i] = np.int64(_bits_at(words[pos >> 6], words[(pos >> 6) + 1], pos & 63, w))
+        pos += w
+
+
+@cpu
+def read_packed(words, pos, out, n):
+    """The n bits at pos packed into out (ceil(n / 8) bytes, the padding bits zero)."""
+    for k in range(-(-n >> 6)):
+        p = pos + 64 * k
+        v = _bits_at(words[p >> 6], words[(p >> 6) + 1], p & 63, min(64, n - 64 * k))
+        for t in range(min(8, out.size - 8 * k)):
+            out[8 * k + t] = np.uint8((v >> np.uint64(8 * t)) & np.uint64(255))
+
+
+@cpu
+def read_trits(words, pos, out, tight):
+    """Base-3 digits as write_trits packs them (the bits are there): status TRIT_RANGE for a group
+    >= 3^m, TRIT_PAD for a non-zero digit in a padded last group."""
+    full, m = divmod(out.size, 29)
+    for k in range(full + (m > 0)):
+        size = 29 if k < full else m
+        p = pos + 46 * k
+        g = np.int64(
+            _bits_at(words[p >> 6], words[(p >> 6) + 1], p & 63, 46 if size == 29 or not tight else _GROUP_BITS[size])
+        )
+        if g >= _POW3[size if tight else 29]:
+            return TRIT_RANGE
+        for t in range(size):
+            out[29 * k + t] = g % 3
+            g //= 3
+        if g:
+            return TRIT_PAD
+    return OK
+
+
+_POW3 = np.array([3**j for j in range(30)], dtype=np.int64)
+_GROUP_BITS = np.array([(3**m - 1).bit_length() for m in range(30)], dtype=np.int64)
+
+
+# ---------------------------------------------------------------- sparse dithering's body
+# gamma in 31 bits, base-3 signs (0, +, -) 29 to 46 bits (the last m in ceil(m log2 3)), then
+# k_i - 1 zeros and a one for each k_i > 0 (psgd/compress/sparse_dither.py)
+
+GAMMA_BITS = 31
+_CHUNK = 243  # 3^5: five digits decoded per table look-up
+_CHUNK_NZ = np.array([sum((c // 3**t) % 3 > 0 for t in range(5)) for c in range(_CHUNK)], dtype=np.int64)
+# digit t of c in bits 2t, 2t + 1
+_CHUNK_DIGITS = np.array([sum(((c // 3**t) % 3) << (2 * t) for t in range(5)) for c in range(_CHUNK)], dtype=np.uint64)
+
+
+def unary_start(d: int) -> int:
+    """First bit of the unary magnitudes: after gamma and the d base-3 signs."""
+    full, m = divmod(d, 29)
+    return GAMMA_BITS + 46 * full + (3**m - 1).bit_length()
+
+
+@cpu
+def sparse_dither_encode(x, inv, random, k0, k1, gamma_bits, buf, upos):
+    """Sparse dithering's body for fp32 x into buf (grown as needed): z_i = |x_i| inv in fp32,
+    k_i = round(z_i) (half to even) or, with ``random``, floor(z_i) + (u_i < z_i - floor(z_i)) with
+    u_i = uniform_at(k0, k1, i). Returns (buf, nbits, max k_i)."""
+    d = x.size
+    buf = _room(buf, upos // 64 + 2)
+    acc, fill, j = np.uint64(gamma_bits), GAMMA_BITS, 0
+    uj, uacc, ufill = upos >> 6, _ZERO, upos & 63  # the signs' last bits share uj: or-ed in at the end
+    kmax = 0
+    i = 0
+    full, m = divmod(d, 29)
+    for grp in range(full + (m > 0)):
+        size = 29 if grp < full else m
+        if uj + size + 2 > buf.size:  # k_i <= 64 for all but a few i
+            buf = _room(buf, uj + size + 2)
+        g = np.int64(0)
+        for t in range(size):
+            v = x[i]
+            z = abs(v) * inv
+            if random:
+                low = np.floor(z)
+                k = np.int64(low) + np.int64(uniform_at(k0, k1, i) < z - low)
+            else:
+                k = np.int64(np.rint(z))
+            if k > 0:
+                g += (2 if v < 0 else 1) * _POW3[t]
+                if k > 64 and uj + (k >> 6) + size + 2 > buf.size:
+                    buf = _room(buf, uj + (k >> 6) + size + 2)
+                ufill += k - 1  # k - 1 zeros and a one
+                while ufill >= 64:
+                    buf[uj] = uacc
+                    uj += 1
+                    uacc = _ZERO
+                    ufill -= 64
+                uacc, ufill, word, full_word = _push(uacc, ufill, _ONE, 1)
+                if full_word:
+                    buf[uj] = word
+                    uj += 1
+                kmax = max(kmax, k)
+            i += 1
+        acc, fill, word, full_word = _push(acc, fill, np.uint64(g), 46 if size == 29 else _GROUP_BITS[size])
+        if full_word:
+            buf[j] = word
+            j += 1
+    nbits = _close(buf, uj, uacc, ufill)
+    if fill:  # the unary part wrote this word (its first bits, or zero when empty)
+        buf[j] |= acc
+    return buf, nbits, kmax
+
+
+@device_fn
+def _signs(lo, hi, s, m):
+    """(digits two bits each, number of non-zero digits) of the m-digit group at bit s of hi:lo;
+    all ones when the group is out of range."""
+    g = np.int64(_bits_at(lo, hi, s, 46 if m == 29 else _GROUP_BITS[m]))
+    if g >= _POW3[m]:
+        return _ALL, 0
+    digits = _ZERO
+    nz = 0
+    for c in range(6):
+        r = g % _CHUNK
+        g //= _CHUNK
+        digits |= _CHUNK_DIGITS[r] << np.uint64(10 * c)
+        nz += _CHUNK_NZ[r]
+    return digits, nz
+
+
+@cpu
+def sparse_dither_check(words, d, nbits, max_q):
+    """(status, end) of a sparse dithering body: every sign group in range, then one unary code per
+    non-zero sign, each with at most max_q zeros, the last ending at ``end`` == nbits."""
+    full, m = divmod(d, 29)
+    nz = 0
+    for grp in range(full + (m > 0)):
+        p = GAMMA_BITS + 46 * grp
+        digits, c = _signs(words[p >> 6], words[(p >> 6) + 1], p & 63, 29 if grp < full else m)
+        if digits == _ALL:
+            return TRIT_RANGE, 0
+        nz += c
+    upos = GAMMA_BITS + 46 * full + _GROUP_BITS[m]
+    end = _after_ones(words, upos, nbits, nz)
+    if end < 0:
+        return UNARY_END, 0
+    # the longest run of zeros before each of the nz ones: across words only, unless max_q < 63
+    last_one = upos - 1
+    seen = 0
+    i = upos >> 6
+    w = words[i] & ~_mask(upos & 63)
+    while seen < nz:
+        if w:
+            if 64 * i + np.int64(trailing_zeros(w)) - last_one - 1 > max_q:
+                return RANGE, 0
+            c = np.int64(popcount(w))
+            if max_q < 63 or seen + c > nz:
+                while w and seen < nz:
+                    one = 64 * i + np.int64(trailing_zeros(w))
+                    if one - last_one - 1 > max_q:
+                        return RANGE, 0
+                    last_one = one
+                    w &= w - _ONE
+                    seen += 1
+            else:
+                seen += c
+                last_one = 64 * i + 63 - np.int64(leading_zeros(w))
+        i += 1
+        w = words[i]
+    return (OK if end == nbits else UNREAD), end
+
+
+@cpu
+def sparse_dither_values(words, d, gamma, weight, out, add):
+    """out_i = s_i k_i gamma (fp32), or with ``add`` out_i += weight (s_i k_i gamma), from a checked body."""
+    full, m = divmod(d, 29)
+    upos = GAMMA_BITS + 46 * full + _GROUP_BITS[m]
+    i = upos >> 6
+    w = words[i] & ~_mask(upos & 63)
+    p = upos  # the first bit of the next unary code
+    n = 0
+    for grp in range(full + (m > 0)):
+        size = 29 if grp < full else m
+        q = GAMMA_BITS + 46 * grp
+        digits, _ = _signs(words[q >> 6], words[(q >> 6) + 1], q & 63, size)
+        for t in range(size):
+            s = (digits >> np.uint64(2 * t)) & np.uint64(3)
+            k = 0
+            if s:
+                while w == 0:
+                    i += 1
+                    w = words[i]
+                one = 64 * i + np.int64(trailing_zeros(w))
+                w &= w - _ONE
+                k = one + 1 - p
+                p = one + 1
+            v = np.float32(k) * gamma
+            if s == 2:
+                v = -v
+            if add:
+                out[n] += weight * v
+            else:
+                out[n] = v
+            n += 1
