@@ -126,6 +126,12 @@ def simulate(
     torch otherwise). lr = "theory" takes the theorem's step size from L (and mu, L_i).
     Other keywords are the method's options (momentum, period, eta, ...). Bad options raise
     ConfigError with the same message a config file would get.
+
+    Arithmetic: the server and the workers compute in x0's dtype (float64 for numpy and integer
+    x0); messages cross the wire as their codecs encode them, as in a job (identity: fp32 values).
+    The run starts from fp32(x0): x0 is rounded to fp32 once, before the run, because the round-0
+    downlink ships the initial model in fp32; so the server holds the workers' model from the
+    start, not one offset by x0 - fp32(x0). x0 must be finite and within fp32's range.
     """
     if not grads:
         raise ValueError("grads: give one gradient function per worker")
@@ -133,6 +139,10 @@ def simulate(
     start = torch.as_tensor(np.asarray(x0) if as_numpy else x0).detach().reshape(-1).clone()
     if not start.is_floating_point():
         start = start.to(torch.float64)
+    if not bool(start.abs().le(torch.finfo(torch.float32).max).all()):
+        raise ValueError("x0: its values must be finite and within fp32's range (the wire carries fp32)")
+    # the round-0 downlink ships x0 in fp32: round it once, here, so that the server starts where the workers do
+    start = start.to(torch.float32).to(start.dtype)
     known = {k: v for k, v in (("L", L), ("mu", mu), ("L_i", None if L_i is None else list(L_i))) if v is not None}
     key = str(next(_KEYS))
     _PROBLEMS[key] = Problem(list(grads), start, loss, as_numpy, known or None)

@@ -81,3 +81,29 @@ def test_bad_input():
         psgd.simulate("ef21", "topk:k=1", grads=p.grads, x0=np.zeros(5), lr="theory", L=p.L, mu=p.mu)
     with pytest.raises(ConfigError, match="L_i has 1 values for 2 workers"):
         psgd.simulate("ef21", "topk:k=1", grads=p.grads, x0=np.zeros(5), lr="theory", L=p.L, L_i=[p.L])
+    with pytest.raises(ValueError, match="within fp32's range"):
+        psgd.simulate("sgd", grads=p.grads, x0=np.full(5, 1e39))
+
+
+@pytest.mark.parametrize("method", ["sgd", "ef21", "diana"])
+def test_an_x0_fp32_cannot_hold_gives_one_model(method):
+    """From x0 = 1 + 2^-30 (not an fp32 value): the model each worker's gradient is taken at in round
+    t + 1 is the server's model after round t, to the bit, and the loss keeps falling linearly (by
+    max_i (1 - lr a_i)^2 = 0.64 a round) far below where an offset x0 - fp32(x0) would stall it (4e-18)."""
+    a, b = np.array([1.0, 2.0, 3.0, 4.0]), np.array([0.3, -1.7, 2.1, 0.9])
+    seen: list[list[np.ndarray]] = [[], []]
+    evaluated: list[np.ndarray] = []
+
+    def grad(worker):
+        return lambda x: (seen[worker].append(x.copy()), a * (x - b))[1]
+
+    def loss(x):
+        evaluated.append(x.copy())
+        return 0.5 * float(a @ (x - b) ** 2)
+
+    x0 = np.full(4, 1 + 2.0**-30)
+    r = psgd.simulate(method, grads=[grad(0), grad(1)], x0=x0, lr=0.2, rounds=120, loss=loss)
+    for models in seen:
+        assert all(np.array_equal(models[t + 1], evaluated[t]) for t in range(119))
+    assert all(later <= 0.65 * earlier for earlier, later in zip(r.losses[:100], r.losses[1:101], strict=True))
+    assert 0 < r.losses[119] < 1e-22

@@ -18,13 +18,14 @@ from collections.abc import Callable
 
 from torch import nn
 
+from psgd.tasks import googlenet, resnet, senet, vgg
 from psgd.tasks.cnn import cnn, mlp
-from psgd.tasks.resnet import BLOCKS, resnet
-from psgd.tasks.vgg import CONVS_PER_STAGE, vgg
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
-    **dict.fromkeys(BLOCKS, resnet),
-    **dict.fromkeys(CONVS_PER_STAGE, vgg),
+    **dict.fromkeys(resnet.BLOCKS, resnet.resnet),
+    **dict.fromkeys(senet.BLOCKS, senet.senet),
+    "googlenet": googlenet.googlenet,
+    **dict.fromkeys(vgg.CONVS_PER_STAGE, vgg.vgg),
     "mlp": mlp,
     "cnn": cnn,
 }
