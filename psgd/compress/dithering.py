@@ -28,11 +28,22 @@ from typing import ClassVar
 
 import torch
 
-from psgd.compress.base import SENT, Compressor, Message, check_fits
-from psgd.compress.randomness import uniform
+from psgd.compress.base import SENT, Compressor, Message, check_fits, packed_bytes
 from psgd.compress.registry import register
 from psgd.errors import FrameError
-from psgd.wire import pack_uint, uint_width, unpack_uint
+from psgd.kernels.dither import (
+    dither_encode,
+    dither_into,
+    dither_sparse,
+    magnitudes_ref,
+    max_level,
+    natural_level_values,
+    scatter_into,
+    width,
+)
+from psgd.kernels.dither import natural_levels as natural_levels  # the references topk_compose rounds with
+from psgd.kernels.dither import uniform_levels as uniform_levels
+from psgd.kernels.rng import draw_key
 from psgd.wire.codes import BitReader, BitWriter
 
 INF = math.inf
@@ -46,7 +57,11 @@ def wire_norm(x: torch.Tensor, p: float, work: torch.dtype | None = None) -> tup
     """(||x||_p computed in work, by default x's work dtype; the fp32 the decoder will read, rounded
     up so that |x_i| <= norm). In fp32 a sum of squares overflows from ||x||_2 ~ 1.8e19: the
     first is then inf, and the caller redoes it in float64."""
-    n = torch.linalg.vector_norm(x, ord=p, dtype=work or work_dtype(x))
+    if p == INF:  # max |x_i| from the extremes: one cheap pass (vector_norm's is 50x slower on the CPU)
+        lo, hi = torch.aminmax(x)
+        n = torch.maximum(-lo, hi).to(work or work_dtype(x))
+    else:
+        n = torch.linalg.vector_norm(x, ord=p, dtype=work or work_dtype(x))
     n32 = n.to(torch.float32)
     return n, torch.where(n32.to(n.dtype) < n, torch.nextafter(n32, n32.new_tensor(INF)), n32)
 
@@ -55,31 +70,14 @@ def norm_name(p: float) -> str:
     return f"||x||_{p:g}"
 
 
+def inverse(norm: torch.Tensor, work: torch.dtype) -> torch.Tensor:
+    """1 / norm in work (0 for norm 0): y = |x| inverse(norm) lies in [0, 1]."""
+    return torch.where(norm > 0, 1 / norm.to(work), 0)
+
+
 def normalized(x: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
     """y = |x| / norm in [0, 1] (all zeros for x = 0)."""
-    inv = torch.where(norm > 0, 1 / norm.to(work_dtype(x)), 0)
-    return (x.abs().to(work_dtype(x)) * inv).clamp_(max=1)
-
-
-def uniform_levels(y: torch.Tensor, s: int, u: torch.Tensor) -> torch.Tensor:
-    """Unbiased rounding of s*y to an integer level in [0, s] (overwrites y)."""
-    sy = y.mul_(s)
-    low = sy.floor()
-    return low.add_(u < sy.sub_(low)).clamp_(max=s).to(torch.int32)
-
-
-def natural_levels(y: torch.Tensor, s: int, u: torch.Tensor) -> torch.Tensor:
-    """Unbiased rounding of y in [0, 1] to level j in [0, s], level j > 0 standing for 2^(j - s)."""
-    first = 2.0 ** (1 - s)
-    mant, e = torch.frexp(y)  # y = mant 2^e: between 2^(e-1) and 2^e when y >= 2^(1-s)
-    small = y < first
-    lower = torch.where(small, 0, e - 1 + s)
-    frac = torch.where(small, y / first, 2 * mant - 1)
-    return (lower + (u < frac)).clamp_(max=s).to(torch.int32)
-
-
-def natural_level_values(j: torch.Tensor, s: int, dtype: torch.dtype) -> torch.Tensor:
-    return torch.where(j > 0, torch.exp2((j - s).to(dtype)), 0)
+    return magnitudes_ref(x, inverse(norm, work_dtype(x)))
 
 
 def natural_dither_omega(d: int, s: int) -> float:
@@ -112,33 +110,37 @@ class _Dithering(Compressor):
     def _elias(self) -> bool:
         return getattr(self, "coding", "fixed") == "elias"
 
-    def levels(self, x: torch.Tensor, generator, work: torch.dtype | None) -> tuple[torch.Tensor, ...]:
-        """(||x||_p in work, fp32 wire norm, integer levels) of x."""
-        exact, norm = wire_norm(x, self._p, work)
-        y = normalized(x, norm)
-        u = uniform(x.numel(), y, generator)
-        rnd = natural_levels if self.natural else uniform_levels
-        return exact, norm, rnd(y, self._s, u)
-
-    def values(self, levels: torch.Tensor, norm: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """|C(x)_i| from levels (in dtype, or fp32 for half types)."""
+    def level_values(self, n: int, norm: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """|C(x)_i| of the levels 0, ..., n - 1 (in dtype, or fp32 for half types)."""
         work = torch.float64 if dtype == torch.float64 else torch.float32
+        levels = torch.arange(n, device=norm.device)
         if self.natural:
             return natural_level_values(levels, self._s, work) * norm.to(work)
-        return levels.to(work) * (norm.to(work) / self._s)
+        return levels.to(work) * self._step(norm, work)
+
+    def _step(self, norm: torch.Tensor, work: torch.dtype) -> torch.Tensor:
+        """The value of uniform level 1: norm / s in work."""
+        return norm.to(work) / self._s
 
     def _encode(self, x, generator, work: torch.dtype | None = None):
-        exact, norm, lv = self.levels(x, generator, work)
+        exact, norm = wire_norm(x, self._p, work)
+        inv = inverse(norm, work or work_dtype(x))
         head = norm.reshape(1).view(torch.uint8)
+        key = draw_key(generator)
         if not self._elias:
-            meta, body = (), torch.cat([head, pack_uint((lv << 1) | (x < 0), 1 + uint_width(self._s))])
+            meta, body = (
+                (),
+                torch.empty(4 + packed_bytes(x.numel() * width(self._s)), dtype=torch.uint8, device=x.device),
+            )
+            body[:4] = head
+            dither_encode(x, inv, key, self._s, self.natural, body[4:])
         else:
-            pos = torch.nonzero(lv).view(-1)
+            gaps, negative, levels = dither_sparse(x, inv, key, self._s)
             w = BitWriter(x.device)
-            w.gammas(torch.diff(pos, prepend=pos.new_full((1,), -1)))
-            w.bits(x[pos] < 0)
-            w.gammas(lv[pos])
-            meta, body = (pos.numel(), w.nbits), torch.cat([head, w.packed()])
+            w.gammas(gaps)
+            w.bits(negative)
+            w.gammas(levels)
+            meta, body = (gaps.numel(), w.nbits), torch.cat([head, w.packed()])
         # checked last, so that a GPU waits for nothing but the finished message
         n = float(exact)
         if math.isinf(n) and work is None and x.dtype != torch.float64:  # an fp32 sum of squares overflowed
@@ -146,44 +148,64 @@ class _Dithering(Compressor):
         check_fits(norm_name(self._p), n, x.dtype)
         return meta, body
 
-    def _parse(self, m: Message) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(norm, levels, negative) of a message; FrameError on contents no encoder writes."""
+    def _parse(self, m: Message):
+        """The fp32 norm (fixed-length codes are read where they are used, once their levels are
+        checked), or (norm, positions, signs, levels) of the nonzero Elias-coded levels;
+        FrameError on contents no encoder writes."""
         norm = m.body[:4].view(torch.float32)
         if not bool(torch.isfinite(norm)) or float(norm) < 0:
             raise FrameError(f"{self.name}: bad norm {float(norm)!r}")
         if not self._elias:
-            codes = unpack_uint(m.body[4:], m.d, 1 + uint_width(self._s))
-            lv, neg = codes >> 1, (codes & 1).bool()
-            if m.d and int(lv.max()) > self._s:
+            # a level above s fits in the code only when s + 1 is not a power of two
+            if self._s + 1 < 2 ** (width(self._s) - 1) and max_level(m.body[4:], m.d, self._s) > self._s:
                 raise FrameError(f"{self.name}: level above s = {self._s}")
-            return norm, lv, neg
+            return norm
         nnz, nbits = m.meta
         r = BitReader(m.body[4:], nbits, self.name)
         gaps = r.gammas(nnz, max_bits=64)
-        sign = r.bits(nnz)
-        lvs = r.gammas(nnz, max_bits=64)
+        negative = r.bits(nnz)
+        levels = r.gammas(nnz, max_bits=64)
         r.finish()
-        pos = torch.cumsum(gaps, 0) - 1
-        if nnz and (int(pos[-1]) >= m.d or int(lvs.max()) > self._s):
+        pos = torch.cumsum(gaps, 0).sub_(1)
+        if nnz and (int(pos[-1]) >= m.d or int(levels.max()) > self._s):
             raise FrameError(f"{self.name}: position or level out of range")
-        lv = torch.zeros(m.d, dtype=torch.int64, device=m.body.device)
-        neg = torch.zeros(m.d, dtype=torch.bool, device=m.body.device)
-        lv[pos], neg[pos] = lvs, sign
-        return norm, lv, neg
+        return norm, pos, negative, levels
 
-    def _validate(self, m: Message) -> None:
-        self._parse(m)
+    def _into(self, m: Message, out: torch.Tensor, weight: float, add: bool) -> None:
+        """out (+)= weight C(x) from the parsed message, out in m's dtype."""
+        work = torch.float64 if m.dtype == torch.float64 else torch.float32
+        if not self._elias:
+            table = self.level_values(2 ** (width(self._s) - 1), self.parsed(m), m.dtype)
+            dither_into(m.body[4:], self._s, table, out, weight, add)
+        else:
+            norm, pos, negative, levels = self.parsed(m)
+            scatter_into(pos, negative, levels, self._s, self._step(norm, work), out, weight, add)
 
     def _decode(self, m: Message) -> torch.Tensor:
-        norm, lv, neg = self._parse(m)
-        v = self.values(lv, norm, m.dtype)
-        return torch.where(neg, -v, v).to(m.dtype)
+        new = torch.zeros if self._elias else torch.empty  # Elias writes the nonzero levels only
+        out = new(m.d, dtype=m.dtype, device=m.body.device)
+        self._into(m, out, 1.0, add=False)
+        return out
+
+    def decode_into(self, m: Message, out: torch.Tensor) -> torch.Tensor:
+        if out.dtype != m.dtype:
+            return super().decode_into(m, out)
+        if self._elias:
+            out.zero_()
+        self._into(m, out, 1.0, add=False)
+        return out
+
+    def _accumulate(self, m: Message, out: torch.Tensor, weight: float) -> None:
+        if out.dtype != m.dtype:
+            super()._accumulate(m, out, weight)
+        else:
+            self._into(m, out, weight, add=True)
 
     def meta_layout(self, d):
         return (SENT, SENT) if self._elias else ()
 
     def _bits(self, d):
-        return None if self._elias else 32 + d * (1 + uint_width(self._s))
+        return None if self._elias else 32 + d * width(self._s)
 
     def _message_bits(self, d, meta):
         if not self._elias:

@@ -22,66 +22,34 @@ from typing import ClassVar
 
 import torch
 
-from psgd.compress.base import Compressor, Message, largest, narrowest
-from psgd.compress.randomness import uniform
+from psgd.compress.base import Compressor, Message, largest, narrowest, packed_bytes
 from psgd.compress.registry import register
 from psgd.errors import FrameError, NonFiniteError
-from psgd.wire import pack_bits, unpack_bits
+from psgd.kernels.natural import fields_ref, natural_encode, natural_into, values_ref
+from psgd.kernels.rng import draw_key
 
 CODE_BITS = 9
-_MIN_EXP = -126  # the smallest binary32 normal exponent
-_BIAS = 127
 
 
-def check_range(x: torch.Tensor, stochastic: bool) -> None:
-    """Refuse x that could round to a power of two beyond fp32 or x's dtype (2^16 for fp16, 2^128
-    otherwise): random rounding may go up from any |x_i| > 2^e_max, nearest rounding from 1.5 2^e_max."""
-    e = math.floor(math.log2(largest(x.dtype)))
-    amax = float(torch.linalg.vector_norm(x, ord=math.inf))
+def check_range(amax: float, dtype: torch.dtype, stochastic: bool) -> None:
+    """Refuse x of max |x_i| = amax that could round to a power of two beyond fp32 or x's dtype
+    (2^16 for fp16, 2^128 otherwise): random rounding may go up from any |x_i| > 2^e_max, nearest
+    rounding from 1.5 2^e_max."""
+    e = math.floor(math.log2(largest(dtype)))
     if amax > 2.0**e if stochastic else amax >= 1.5 * 2.0**e:
-        raise NonFiniteError(f"x: max |x_i| = {amax:.4g} could round to 2^{e + 1}, beyond {narrowest(x.dtype)}")
-
-
-def natural_fields(x: torch.Tensor, u: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(binary32 exponent field of C_nat(x) as int32, sign bit) with uniforms u, or of natural
-    rounding when u is None; field 0 stands for zero."""
-    check_range(x, u is not None)
-    if x.dtype == torch.float64:
-        field = _fields_float64(x, u)
-    else:
-        # binary32 bit trick: |x| = 2^(e-127)(1 + m/2^23), so round up with probability m/2^23;
-        # subnormals (e = 0, |x| = 2^-126 m/2^23) round between 0 and 2^-126 by the same rule
-        bits = x.float().view(torch.int32)
-        mantissa = bits & 0x7FFFFF
-        up = mantissa >= 2**22 if u is None else u.float() * 2.0**23 < mantissa
-        field = (bits >> 23).bitwise_and_(0xFF).add_(up)
-    return field, torch.signbit(x)
-
-
-def _fields_float64(x: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
-    ax = x.abs()
-    mant, e = torch.frexp(ax)  # ax = mant 2^e, mant in [0.5, 1)
-    tiny = ax < 2.0**_MIN_EXP  # zero and subnormals: the two levels are 0 (field 0) and 2^-126 (field 1)
-    lower = torch.where(tiny, -_BIAS, e - 1)
-    frac = torch.where(tiny, ax * 2.0**-_MIN_EXP, 2 * mant - 1)
-    up = frac >= 0.5 if u is None else u < frac
-    return lower + up + _BIAS
+        raise NonFiniteError(f"x: max |x_i| = {amax:.4g} could round to 2^{e + 1}, beyond {narrowest(dtype)}")
 
 
 def natural_codes(x: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
-    """9-bit codes, exponent field << 1 | sign bit (for packing with other fields)."""
-    field, negative = natural_fields(x, u)
+    """9-bit codes, exponent field << 1 | sign bit (for packing with other fields), of C_nat(x)
+    with uniforms u, or of natural rounding when u is None."""
+    check_range(float(torch.linalg.vector_norm(x, ord=math.inf)), x.dtype, u is not None)
+    field, negative = fields_ref(x, u)
     return (field << 1) | negative
 
 
-def natural_values(field: torch.Tensor, negative: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """+-2^(field - 127) (0 for field 0), built from the binary32 bits."""
-    magnitude = (field.to(torch.int32) << 23).view(torch.float32)
-    return torch.where(negative, -magnitude, magnitude).to(dtype)
-
-
 def natural_code_values(codes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return natural_values(codes >> 1, (codes & 1).bool(), dtype)
+    return values_ref(codes >> 1, (codes & 1).bool(), dtype)
 
 
 class _Natural(Compressor):
@@ -89,16 +57,34 @@ class _Natural(Compressor):
     wire_bits = "9d"
 
     def _encode(self, x, generator):
-        u = uniform(x.numel(), x, generator) if self.stochastic else None
-        field, negative = natural_fields(x, u)
-        return (), torch.cat([field.to(torch.uint8), pack_bits(negative)])
+        d = x.numel()
+        body = torch.empty(d + packed_bytes(d), dtype=torch.uint8, device=x.device)
+        amax = natural_encode(x, draw_key(generator) if self.stochastic else None, body)
+        check_range(amax, x.dtype, self.stochastic)
+        return (), body
 
-    def _decode(self, m: Message) -> torch.Tensor:
-        return natural_values(m.body[: m.d], unpack_bits(m.body[m.d :], m.d), m.dtype)
-
-    def _validate(self, m: Message) -> None:
+    def _parse(self, m: Message) -> torch.Tensor:
+        """The body (exponent fields, then sign bits), once no field is 255 (Inf/NaN)."""
         if int(m.body[: m.d].max()) == 255:
             raise FrameError(f"{self.name}: exponent field 255 (Inf/NaN)")
+        return m.body
+
+    def _decode(self, m: Message) -> torch.Tensor:
+        out = torch.empty(m.d, dtype=m.dtype, device=m.body.device)
+        natural_into(self.parsed(m), out, 1.0, add=False)
+        return out
+
+    def decode_into(self, m: Message, out: torch.Tensor) -> torch.Tensor:
+        if out.dtype != m.dtype:
+            return super().decode_into(m, out)
+        natural_into(self.parsed(m), out, 1.0, add=False)
+        return out
+
+    def _accumulate(self, m: Message, out: torch.Tensor, weight: float) -> None:
+        if out.dtype != m.dtype:
+            super()._accumulate(m, out, weight)
+        else:
+            natural_into(self.parsed(m), out, weight, add=True)
 
     def _bits(self, d):
         return CODE_BITS * d

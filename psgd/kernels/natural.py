@@ -1,0 +1,162 @@
+"""Natural compression (natural, natural_round: psgd.compress.natural, SPEC 2.7) as compiled CPU
+kernels, beside the plain-torch references (the CUDA path).
+
+Body: d binary32 exponent fields of C(x) (the field of |x_i|, plus 1 when rounding up; 0 stands
+for zero), then d sign bits (signbit(x_i), bit i % 8 of byte i // 8). With fp32 bits
+|x_i| = 2^(e-127)(1 + m 2^-23): C_nat rounds up iff u(i) 2^23 < m, i.e. r(i) < 2m for the 24
+random bits r(i) = u(i) 2^24 of the counter-based generator; natural rounding iff m >= 2^22.
+Subnormals (e = 0) round between 0 and 2^-126 by the same rule. Decode: +-(field << 23) as binary32.
+
+    encode:     one pass over x: fields, sign bits and max |x_i| (for the caller's range check)
+    decode:     out_i = +-2^(field_i - 127)
+    accumulate: out_i += weight * (+-2^(field_i - 127)): with weight 1 the floats of out + decode
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from psgd.kernels import cpu, device_fn, np_view, rng, run
+from psgd.kernels.dither import random24
+from psgd.wire.bits import pack_bits, unpack_bits
+
+CHUNK = 4096  # elements per block: the field loop vectorises, then the block's sign bytes while x is in cache
+_MIN_EXP = -126  # the smallest binary32 normal exponent
+_BIAS = 127
+
+
+def fields_ref(x: torch.Tensor, u: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(binary32 exponent field of C_nat(x) as int32, sign bit) with uniforms u, or of natural
+    rounding when u is None; field 0 stands for zero. Plain torch, any device."""
+    if x.dtype == torch.float64:
+        return _fields_float64(x, u), torch.signbit(x)
+    # |x| = 2^(e-127)(1 + m/2^23): round up with probability m/2^23; subnormals (e = 0,
+    # |x| = 2^-126 m/2^23) round between 0 and 2^-126 by the same rule
+    bits = x.float().view(torch.int32)
+    mantissa = bits & 0x7FFFFF
+    up = mantissa >= 2**22 if u is None else u.float() * 2.0**23 < mantissa
+    return (bits >> 23).bitwise_and_(0xFF).add_(up), torch.signbit(x)
+
+
+def _fields_float64(x: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
+    ax = x.abs()
+    mant, e = torch.frexp(ax)  # ax = mant 2^e, mant in [0.5, 1)
+    tiny = ax < 2.0**_MIN_EXP  # zero and subnormals: the two levels are 0 (field 0) and 2^-126 (field 1)
+    lower = torch.where(tiny, -_BIAS, e - 1)
+    frac = torch.where(tiny, ax * 2.0**-_MIN_EXP, 2 * mant - 1)
+    up = frac >= 0.5 if u is None else u < frac
+    return lower + up + _BIAS
+
+
+def values_ref(field: torch.Tensor, negative: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """+-2^(field - 127) (0 for field 0), built from the binary32 bits."""
+    magnitude = (field.to(torch.int32) << 23).view(torch.float32)
+    return torch.where(negative, -magnitude, magnitude).to(dtype)
+
+
+@cpu
+def natural_encode_kernel(x, k0, k1, stochastic, body):
+    """body = fields then sign bits of C(x), x the bits of an fp32 vector (uint32); returns max |x_i| (bits)."""
+    d = x.size
+    top = 0
+    for c in range(0, d, CHUNK):
+        n = min(CHUNK, d - c)
+        top = max(top, _fields(x[c : c + n], k0, k1, c, stochastic, body[c : c + n]))
+        _signs(x[c : c + n], body[d + c // 8 : d + (c + n + 7) // 8])
+    return top
+
+
+# The helpers index slices from 0: provably non-negative indices let numba drop its wraparound
+# checks, and the loops vectorise.
+@device_fn
+def _fields(x, k0, k1, start, stochastic, out):
+    top = np.uint32(0)
+    for j in range(x.size):
+        a = x[j] & np.uint32(0x7FFFFFFF)
+        top = max(top, a)
+        m = a & 0x7FFFFF
+        up = random24(k0, k1, start + j) < 2 * m if stochastic else m >= 0x400000
+        out[j] = (a >> 23) + up
+    return top
+
+
+@device_fn
+def _signs(x, out):
+    full = x.size // 8
+    for k in range(full):
+        byte = np.uint32(0)
+        for j in range(8):
+            byte |= (x[8 * k + j] >> 31) << j
+        out[k] = byte
+    if x.size % 8:
+        byte = np.uint32(0)
+        for j in range(x.size % 8):
+            byte |= (x[8 * full + j] >> 31) << j
+        out[full] = byte
+
+
+@cpu
+def natural_into_kernel(body, out, weight, add):
+    """out_i = +-2^(field_i - 127), or out_i += weight times it with ``add``."""
+    d = out.size
+    fields = body[:d]
+    signs = body[d:]
+    for k in range(d // 8):
+        byte = signs[k]
+        for j in range(8):
+            _put(out, 8 * k + j, fields[8 * k + j], byte >> j, weight, add)
+    for i in range(d - d % 8, d):
+        _put(out, i, fields[i], signs[i // 8] >> (i % 8), weight, add)
+
+
+@device_fn
+def _put(out, i, field, sign, weight, add):
+    v = np.uint32((np.uint32(field) << 23) | (np.uint32(sign & 1) << 31)).view(np.float32)
+    if add:
+        out[i] += weight * v
+    else:
+        out[i] = v
+
+
+def natural_encode(x: torch.Tensor, key: int | None, body: torch.Tensor) -> float:
+    """Write the body of x's message into body (d + ceil(d/8) uint8): C_nat with the uniforms of key
+    (``rng.uniform(key, d, x)``), natural rounding when key is None. Returns max |x_i|: the caller
+    refuses x that rounds beyond its range (the body is then meaningless)."""
+    d = x.numel()
+
+    def compiled():
+        k0, k1 = rng.split(key or 0)
+        top = natural_encode_kernel(np_view(x).view(np.uint32), k0, k1, key is not None, np_view(body))
+        return float(np.uint32(top).view(np.float32))
+
+    def reference():
+        field, negative = fields_ref(x, None if key is None else rng.uniform(key, d, x))
+        body[:d] = field
+        body[d:] = pack_bits(negative)
+        return float(torch.linalg.vector_norm(x, ord=math.inf))
+
+    fast = x.dtype == torch.float32 and x.is_contiguous()
+    return run(natural_encode_kernel, (x, body), compiled, reference) if fast else reference()
+
+
+def natural_into(body: torch.Tensor, out: torch.Tensor, weight: float, add: bool) -> None:
+    """out = C(x) (add False) or out += weight C(x) (add True) from a natural body, in out's dtype."""
+    d = out.numel()
+
+    def compiled():
+        natural_into_kernel(np_view(body), np_view(out), np_view(out).dtype.type(weight), add)
+
+    def reference():
+        values = values_ref(body[:d], unpack_bits(body[d:], d), out.dtype)
+        if not add:
+            out.copy_(values)
+        elif weight == 1.0:
+            out.add_(values)
+        else:
+            out.add_(values, alpha=weight)
+
+    fast = out.dtype in (torch.float32, torch.float64) and out.is_contiguous()
+    run(natural_into_kernel, (body, out), compiled, reference) if fast else reference()
