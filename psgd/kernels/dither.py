@@ -245,12 +245,16 @@ def dither_sparse(
 @device_fn
 def _load(codes, g, w):
     """Group g of eight codes (w bytes, fewer at the end of the body) as one word."""
-    if g * w + 8 <= codes.size:
-        return _load8(codes, g * w)
     word = np.uint64(0)
     for b in range(min(w, codes.size - g * w)):
         word |= np.uint64(codes[g * w + b]) << np.uint64(8 * b)
     return word
+
+
+@device_fn
+def _wide(codes, d, w):
+    """Groups of eight codes that can be read as 8 bytes without passing the body's end."""
+    return min(d // 8, max(0, (codes.size - 8) // w + 1))
 
 
 @cpu
@@ -258,13 +262,15 @@ def max_level_kernel(codes, d, w):
     """The largest level of d codes packed at width w <= 8."""
     mask = np.uint64((1 << w) - 1)
     top = np.uint64(0)
-    for g in range(d // 8):
-        word = _load(codes, g, w)
+    wide = _wide(codes, d, w)
+    for g in range(wide):
+        word = _load8(codes, g * w)
         for j in range(8):
             top = max(top, (word >> np.uint64(j * w)) & mask)
-    word = _load(codes, d // 8, w) if d % 8 else np.uint64(0)
-    for j in range(d % 8):
-        top = max(top, (word >> np.uint64(j * w)) & mask)
+    for g in range(wide, (d + 7) // 8):
+        word = _load(codes, g, w)
+        for j in range(min(8, d - 8 * g)):
+            top = max(top, (word >> np.uint64(j * w)) & mask)
     return top >> np.uint64(1)
 
 
@@ -281,14 +287,15 @@ def dither_into_kernel(codes, w, table, out, weight, add):
     """out_i = +-table[level_i], or out_i += weight times it with ``add``."""
     d = out.size
     mask = np.uint64((1 << w) - 1)
-    for g in range(d // 8):
-        word = _load(codes, g, w)
+    wide = _wide(codes, d, w)
+    for g in range(wide):
+        word = _load8(codes, g * w)
         for j in range(8):
             _put(out, 8 * g + j, (word >> np.uint64(j * w)) & mask, table, weight, add)
-    if d % 8:
-        word = _load(codes, d // 8, w)
-        for j in range(d % 8):
-            _put(out, d - d % 8 + j, (word >> np.uint64(j * w)) & mask, table, weight, add)
+    for g in range(wide, (d + 7) // 8):
+        word = _load(codes, g, w)
+        for j in range(min(8, d - 8 * g)):
+            _put(out, 8 * g + j, (word >> np.uint64(j * w)) & mask, table, weight, add)
 
 
 @device_fn
