@@ -30,7 +30,6 @@ import torch
 from psgd import kernels
 from psgd.compress.base import SENT, Compressor, Message, check_fits
 from psgd.compress.dithering import work_dtype
-from psgd.compress.randomness import uniform
 from psgd.compress.registry import register
 from psgd.errors import FrameError
 from psgd.kernels import codes as kc
@@ -55,6 +54,15 @@ class Dense(NamedTuple):
     neg: torch.Tensor
 
 
+def norm(x: torch.Tensor) -> torch.Tensor:
+    """||x||_2 as float64: summed in fp32 for fp32 and half x (one fast read; a float64 sum would
+    convert x first), in float64 where fp32 squares overflow or underflow."""
+    n = torch.linalg.vector_norm(x, dtype=work_dtype(x))
+    if not 1e-18 < float(n) < math.inf:
+        n = torch.linalg.vector_norm(x, dtype=torch.float64)
+    return n.to(torch.float64)
+
+
 @register
 @dataclass(frozen=True)
 class SparseDither(Compressor):
@@ -76,37 +84,41 @@ class SparseDither(Compressor):
 
     def _encode(self, x, generator):
         d = x.numel()
-        gamma64 = 2 * math.sqrt(self.nu / d) * torch.linalg.vector_norm(x, dtype=torch.float64)
+        gamma64 = 2 * math.sqrt(self.nu / d) * norm(x)
         check_fits("gamma = 2 sqrt(nu/d) ||x||", float(gamma64), x.dtype)
         gamma = gamma64.to(torch.float32)
+        key = rng.draw_key(generator) if self.random else 0  # one draw: u_i = rng.uniform(key, d)_i
         if x.dtype != torch.float32:
-            return self._encode_reference(x, gamma, generator)
+            return self._encode_reference(x, gamma, key)
         return kernels.run(
             kc.sparse_dither_encode,
             (x,),
-            lambda: self._encode_compiled(x.contiguous(), gamma, generator),
-            lambda: self._encode_reference(x, gamma, generator),
+            lambda: self._encode_compiled(x.contiguous(), gamma, key),
+            lambda: self._encode_reference(x, gamma, key),
         )
 
-    def _encode_compiled(self, x, gamma, generator):
+    def _encode_compiled(self, x, gamma, key):
         """One pass over x (after the norm's): signs, groups and unary codes straight into the body."""
         d = x.numel()
-        k0, k1 = rng.split(rng.draw_key(generator)) if self.random else (0, 0)
+        k0, k1 = rng.split(key)
         inv = np.float32(1 / float(gamma) if float(gamma) > 0 else 0)
         upos = kc.unary_start(d)
         words = kc.new_words(upos + int(d * (0.5 / math.sqrt(self.nu) + 1)))  # sum_i k_i <= sum_i (z_i + 1)
         gamma_bits = int(gamma.reshape(1).view(torch.int32))
-        words, nbits, kmax = kc.sparse_dither_encode(np_view(x), inv, self.random, k0, k1, gamma_bits, words, upos)
+        args = (self.random, k0, k1, self._k_max(d) + 1, gamma_bits, words, upos)
+        words, nbits, kmax = kc.sparse_dither_encode(np_view(x), inv, *args)
+        if nbits < 0:
+            return self._encode_reference(x, gamma, key)
         check_fits("gamma max k_i", float(kmax) * float(gamma), x.dtype)  # the largest decoded |C(x)_i|
         return (nbits,), torch.from_numpy(words.view(np.uint8)[: -(-nbits // 8)])
 
-    def _encode_reference(self, x, gamma, generator):
+    def _encode_reference(self, x, gamma, key):
         d = x.numel()
         w = work_dtype(x)
         z = x.abs().to(w) * torch.where(gamma > 0, 1 / gamma.to(w), 0)
         if self.random:
             low = z.floor()
-            k = low + (uniform(d, z, generator) < z - low)
+            k = low + (rng.uniform(key, d, z) < z - low)
         else:
             k = z.round()
         k = k.to(torch.int64)

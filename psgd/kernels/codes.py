@@ -413,51 +413,60 @@ def unary_start(d: int) -> int:
     return GAMMA_BITS + 46 * full + (3**m - 1).bit_length()
 
 
+@device_fn
+def _dither(z, random, k0, k1, i):
+    """k_i from z_i: round(z_i) (half to even), or with ``random`` floor(z_i) + (u_i < z_i - floor(z_i))."""
+    if random:
+        low = np.floor(z)
+        return np.int64(low) + np.int64(uniform_at(k0, k1, i) < z - low)
+    return np.int64(np.rint(z))
+
+
 @cpu
-def sparse_dither_encode(x, inv, random, k0, k1, gamma_bits, buf, upos):
-    """Sparse dithering's body for fp32 x into buf (grown as needed): z_i = |x_i| inv in fp32,
-    k_i = round(z_i) (half to even) or, with ``random``, floor(z_i) + (u_i < z_i - floor(z_i)) with
-    u_i = uniform_at(k0, k1, i). Returns (buf, nbits, max k_i)."""
+def sparse_dither_encode(x, inv, random, k0, k1, k_cap, gamma_bits, buf, upos):
+    """Sparse dithering's body for fp32 x into buf (grown as needed): k_i from z_i = |x_i| inv in
+    fp32 (see _dither). Returns (buf, nbits, max k_i), or nbits = -1 when a k_i is not in [0, k_cap]."""
     d = x.size
-    buf = _room(buf, upos // 64 + 2)
     acc, fill, j = np.uint64(gamma_bits), GAMMA_BITS, 0
     uj, uacc, ufill = upos >> 6, _ZERO, upos & 63  # the signs' last bits share uj: or-ed in at the end
     kmax = 0
-    i = 0
     full, m = divmod(d, 29)
-    for grp in range(full + (m > 0)):
-        size = 29 if grp < full else m
-        if uj + size + 2 > buf.size:  # k_i <= 64 for all but a few i
-            buf = _room(buf, uj + size + 2)
-        g = np.int64(0)
-        for t in range(size):
-            v = x[i]
-            z = abs(v) * inv
-            if random:
-                low = np.floor(z)
-                k = np.int64(low) + np.int64(uniform_at(k0, k1, i) < z - low)
-            else:
-                k = np.int64(np.rint(z))
-            if k > 0:
-                g += (2 if v < 0 else 1) * _POW3[t]
-                if k > 64 and uj + (k >> 6) + size + 2 > buf.size:
-                    buf = _room(buf, uj + (k >> 6) + size + 2)
-                ufill += k - 1  # k - 1 zeros and a one
-                while ufill >= 64:
-                    buf[uj] = uacc
-                    uj += 1
-                    uacc = _ZERO
-                    ufill -= 64
-                uacc, ufill, word, full_word = _push(uacc, ufill, _ONE, 1)
-                if full_word:
-                    buf[uj] = word
-                    uj += 1
+    room = 29 * ((k_cap >> 6) + 2) + 2  # words a group may add
+    grp = 0
+    while grp < full + (m > 0):
+        buf = _room(buf, uj + 2 * room)  # grown out here: arrays reassigned inside the loop cost a count per value
+        while grp < full + (m > 0) and uj + room <= buf.size:
+            size = 29 if grp < full else m
+            g = np.int64(0)
+            for t in range(size):
+                i = 29 * grp + t
+                v = x[i]
+                k = _dither(abs(v) * inv, random, k0, k1, i)
+                if not 0 <= k <= k_cap:  # an inv that overflowed (x subnormal): the caller takes the reference
+                    return buf, -1, k
+                nz = np.int64(k > 0)
+                g += nz * (1 + np.int64(v < 0)) * _POW3[t]
                 kmax = max(kmax, k)
-            i += 1
-        acc, fill, word, full_word = _push(acc, fill, np.uint64(g), 46 if size == 29 else _GROUP_BITS[size])
-        if full_word:
-            buf[j] = word
-            j += 1
+                end = ufill + k  # k - 1 zeros and a one
+                if end < 64:
+                    uacc |= np.uint64(nz) << np.uint64((end - 1) & 63)
+                    ufill = end
+                else:
+                    ufill += k - 1
+                    while ufill >= 64:
+                        buf[uj] = uacc
+                        uj += 1
+                        uacc = _ZERO
+                        ufill -= 64
+                    uacc, ufill, word, full_word = _push(uacc, ufill, _ONE, 1)
+                    if full_word:
+                        buf[uj] = word
+                        uj += 1
+            acc, fill, word, full_word = _push(acc, fill, np.uint64(g), 46 if size == 29 else _GROUP_BITS[size])
+            if full_word:
+                buf[j] = word
+                j += 1
+            grp += 1
     nbits = _close(buf, uj, uacc, ufill)
     if fill:  # the unary part wrote this word (its first bits, or zero when empty)
         buf[j] |= acc
