@@ -73,6 +73,23 @@ def test_top_k_keeps_the_largest_and_the_lowest_ties(kind):
             assert not tied_dropped.numel() or int(tied_kept.max()) < int(tied_dropped.min())
 
 
+def test_top_k_from_a_sampled_floor_and_when_the_sample_misleads():
+    """From 2^17 coordinates a strided sample (stride n >> 15 = 4 here) sets a floor: exact whether
+    the floor holds, leaves fewer than k above it, or far more than the sample promised."""
+    d = 2**17 + 5
+    normal = data("normal", d, 9)
+    fewer = normal.clone()
+    fewer[::4][:400] = 1e3  # the sample's top is denser than x's: 400 < k above the floor
+    more = torch.full((d,), 1e-30)
+    more[::4][:400] = 2.0
+    more[1::4] = 2.001  # unsampled, in the floor's bin: far more than the sample promised
+    for x in (normal, fewer, more):
+        for k in (1, 100, 1000, 3000):
+            idx, values = topk.top_k(x, k)
+            ref_idx, ref_values = topk.top_k_ref(x, k)
+            assert torch.equal(idx, ref_idx) and same(values, ref_values), k
+
+
 def test_top_k_of_other_dtypes_takes_the_reference():
     x = data("ties", 1000, 3).double()
     idx, values = topk.top_k(x, 10)

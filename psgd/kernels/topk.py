@@ -8,6 +8,10 @@ A second pass keeps every coordinate of that bin or above (ascending); the low 1
 bin's candidates, counted, fix the k-th largest key T exactly. Keeping the keys above T
 and the first ties at T gives k coordinates, ascending, without sorting.
 
+For n >= 2^17 a strided sample of 2^15 keys first sets a floor a little below the k-th largest
+key; one pass keeps the keys above it (a few more than k), and the select runs on those alone.
+Any floor gives the same result: the sample only saves the counting pass over all of x.
+
 Tie rule: among coordinates whose |x_i| equals the k-th largest |x| (+0 and -0 are equal), the
 lowest indices win. The torch reference (CUDA and other dtypes) selects the same set.
 """
@@ -18,40 +22,47 @@ import numpy as np
 import torch
 
 from psgd import kernels
-from psgd.kernels import cpu, np_view
+from psgd.kernels import cpu, device_fn, np_view
 
 _LOW = 15  # the low bits of the 31-bit key counted in the refining histogram; 2^16 bins above them
 _FEW = 64  # below n / _FEW kept coordinates a branch per coordinate beats writing every one (measured)
 _BLOCK = 4096  # coordinates between the running sums inverse_cdf keeps
 
 
-@cpu
-def _top_k(bits, k):
-    """(indices ascending, value bits) of the k largest keys bits & 0x7FFFFFFF, lowest index first among ties."""
+@device_fn
+def _compact(bits, floor, cap, exact):
+    """(count, indices, value bits) of the keys >= floor, ascending; the arrays hold the first cap
+    (all of them when cap is the exact count)."""
     n = bits.size
-    high = np.zeros(1 << 16, np.int32)  # d < 2^31
-    for i in range(n):
-        high[(bits[i] & 0x7FFFFFFF) >> _LOW] += 1
-    above, b = 0, (1 << 16) - 1
-    while above + high[b] < k:
-        above += high[b]
-        b -= 1
-    kept = above + high[b]  # every key in bin b or above
-    idx = np.empty(kept + 1, np.int64)
-    val = np.empty(kept + 1, np.uint32)
-    floor = b << _LOW
+    idx = np.empty(cap + 1, np.int64)
+    val = np.empty(cap + 1, np.uint32)
     j = 0
-    if _FEW * kept < n:  # few kept: a well-predicted branch
+    if not exact or _FEW * cap < n:  # few kept: a well-predicted branch
         for i in range(n):
             if (bits[i] & 0x7FFFFFFF) >= floor:
-                idx[j] = i
-                val[j] = bits[i]
+                if j < cap:
+                    idx[j] = i
+                    val[j] = bits[i]
                 j += 1
     else:  # many kept: write every coordinate, move on past a kept one (no branch to mispredict)
         for i in range(n):
             idx[j] = i
             val[j] = bits[i]
             j += (bits[i] & 0x7FFFFFFF) >= floor
+    return j, idx, val
+
+
+@device_fn
+def _radix_select(bits, k):
+    """(positions ascending, value bits) of the k largest keys bits & 0x7FFFFFFF, lowest position first among ties."""
+    high = np.zeros(1 << 16, np.int32)  # fewer than 2^31 keys
+    for i in range(bits.size):
+        high[(bits[i] & 0x7FFFFFFF) >> _LOW] += 1
+    above, b = 0, (1 << 16) - 1
+    while above + high[b] < k:
+        above += high[b]
+        b -= 1
+    kept, idx, val = _compact(bits, b << _LOW, above + high[b], True)  # bin b and above
     low = np.zeros(1 << _LOW, np.int64)
     for i in range(kept):
         key = val[i] & 0x7FFFFFFF
@@ -61,7 +72,7 @@ def _top_k(bits, k):
     while low[t] < need:
         need -= low[t]
         t -= 1
-    threshold = floor | t  # the k-th largest key; `need` of its ties are kept
+    threshold = (b << _LOW) | t  # the k-th largest key; `need` of its ties are kept
     j = 0
     for i in range(kept):
         key = val[i] & 0x7FFFFFFF
@@ -73,6 +84,36 @@ def _top_k(bits, k):
         val[j] = val[i]
         j += 1
     return idx[:k], val[:k]
+
+
+@cpu
+def _top_k(bits, k):
+    """(indices ascending, value bits) of the k largest keys bits & 0x7FFFFFFF, lowest index first among ties.
+
+    Where a sample of the keys at a fixed stride puts a floor F with at least k keys >= F but few
+    more, one pass keeps those candidates and the radix select runs on them alone; otherwise (or
+    when the guess misses) on all of x."""
+    n = bits.size
+    if n >= 1 << 17:
+        stride = n >> 15
+        m = n // stride
+        high = np.zeros(1 << 16, np.int64)
+        for i in range(m):
+            high[(bits[i * stride] & 0x7FFFFFFF) >> _LOW] += 1
+        r = k * m / n  # the k-th largest key's expected rank in the sample; aim 4 sigma + 16 below it
+        q = r + 4 * np.sqrt(r) + 16
+        above, b = 0, (1 << 16) - 1
+        while above + high[b] < q and b > 0:
+            above += high[b]
+            b -= 1
+        c = above + high[b]  # sampled keys >= the floor: c * stride expected in x, 4 sigma + 16 allowed
+        cap = int((c + 4 * np.sqrt(c) + 16) * stride)
+        if b > 0 and 32 * cap < n:  # a branchy pass over x beats counting it
+            found, idx, val = _compact(bits, b << _LOW, cap, False)
+            if k <= found <= cap:
+                pos, top = _radix_select(val[:found], k)
+                return idx[pos], top
+    return _radix_select(bits, k)
 
 
 def top_k_ref(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
