@@ -40,10 +40,12 @@ GAMMA_BITS = kc.GAMMA_BITS
 
 
 class Packed(NamedTuple):
-    """A checked body, read by the compiled kernels: gamma and the body as words."""
+    """A checked body, read by the compiled kernels: gamma, the body as words, and the signs
+    (one byte each: 0, 1 for +, 2 for -; read out of their base-3 groups while checking them)."""
 
     gamma: np.float32
     words: np.ndarray
+    signs: np.ndarray
 
 
 class Dense(NamedTuple):
@@ -105,7 +107,7 @@ class SparseDither(Compressor):
         upos = kc.unary_start(d)
         words = kc.new_words(upos + int(d * (0.5 / math.sqrt(self.nu) + 1)))  # sum_i k_i <= sum_i (z_i + 1)
         gamma_bits = int(gamma.reshape(1).view(torch.int32))
-        args = (self.random, k0, k1, self._k_max(d) + 1, gamma_bits, words, upos)
+        args = (self.random, k0, k1, self._k_max(d) + 1, gamma_bits, words, upos, np.empty(29 * 64, np.int64))
         words, nbits, kmax = kc.sparse_dither_encode(np_view(x), inv, *args)
         if nbits < 0:
             return self._encode_reference(x, gamma, key)
@@ -152,11 +154,12 @@ class SparseDither(Compressor):
             raise FrameError(f"{self.name}: bad scale")
         if nbits < kc.unary_start(m.d):
             raise FrameError(f"{self.name}: body ends early")
-        status, end = kc.sparse_dither_check(r.words, m.d, nbits, self._k_max(m.d) - 1)
+        signs = np.empty(m.d, dtype=np.uint8)
+        status, end = kc.sparse_dither_check(r.words, nbits, self._k_max(m.d) - 1, signs)
         if status == kc.UNREAD:
             raise FrameError(f"{self.name}: {nbits - end} unread bits")
         r._check(status)
-        return Packed(gamma, r.words)
+        return Packed(gamma, r.words, signs)
 
     def _parse_reference(self, m: Message) -> Dense:
         (nbits,) = m.meta
@@ -182,7 +185,7 @@ class SparseDither(Compressor):
             return False
 
         def fast():
-            kc.sparse_dither_values(p.words, m.d, p.gamma, np.float32(weight), np_view(out), add)
+            kc.sparse_dither_values(p.words, p.signs, p.gamma, np.float32(weight), np_view(out), add)
             return True
 
         return kernels.run(kc.sparse_dither_values, (out,), fast, lambda: False)

@@ -423,50 +423,57 @@ def _dither(z, random, k0, k1, i):
 
 
 @cpu
-def sparse_dither_encode(x, inv, random, k0, k1, k_cap, gamma_bits, buf, upos):
+def sparse_dither_encode(x, inv, random, k0, k1, k_cap, gamma_bits, buf, upos, ks):
     """Sparse dithering's body for fp32 x into buf (grown as needed): k_i from z_i = |x_i| inv in
-    fp32 (see _dither). Returns (buf, nbits, max k_i), or nbits = -1 when a k_i is not in [0, k_cap]."""
+    fp32 (see _dither). Returns (buf, nbits, max k_i), or nbits = -1 when a k_i is not in [0, k_cap].
+    Blocks of ks.size = 29 b coordinates: their k_i first (a loop the compiler vectorises, random
+    draws included), then the bits."""
     d = x.size
     acc, fill, j = np.uint64(gamma_bits), GAMMA_BITS, 0
     uj, uacc, ufill = upos >> 6, _ZERO, upos & 63  # the signs' last bits share uj: or-ed in at the end
     kmax = 0
-    full, m = divmod(d, 29)
-    room = 29 * ((k_cap >> 6) + 2) + 2  # words a group may add
-    grp = 0
-    while grp < full + (m > 0):
+    room = ks.size * ((k_cap >> 6) + 2) + 2  # words a block may add
+    start = 0
+    while start < d:
         buf = _room(buf, uj + 2 * room)  # grown out here: arrays reassigned inside the loop cost a count per value
-        while grp < full + (m > 0) and uj + room <= buf.size:
-            size = 29 if grp < full else m
-            g = np.int64(0)
-            for t in range(size):
-                i = 29 * grp + t
-                v = x[i]
-                k = _dither(abs(v) * inv, random, k0, k1, i)
-                if not 0 <= k <= k_cap:  # an inv that overflowed (x subnormal): the caller takes the reference
-                    return buf, -1, k
-                nz = np.int64(k > 0)
-                g += nz * (1 + np.int64(v < 0)) * _POW3[t]
-                kmax = max(kmax, k)
-                end = ufill + k  # k - 1 zeros and a one
-                if end < 64:
-                    uacc |= np.uint64(nz) << np.uint64((end - 1) & 63)
-                    ufill = end
-                else:
-                    ufill += k - 1
-                    while ufill >= 64:
-                        buf[uj] = uacc
-                        uj += 1
-                        uacc = _ZERO
-                        ufill -= 64
-                    uacc, ufill, word, full_word = _push(uacc, ufill, _ONE, 1)
-                    if full_word:
-                        buf[uj] = word
-                        uj += 1
-            acc, fill, word, full_word = _push(acc, fill, np.uint64(g), 46 if size == 29 else _GROUP_BITS[size])
-            if full_word:
-                buf[j] = word
-                j += 1
-            grp += 1
+        while start < d and uj + room <= buf.size:
+            n = min(ks.size, d - start)
+            lo, hi = k_cap, 0
+            for t in range(n):
+                k = _dither(abs(x[start + t]) * inv, random, k0, k1, start + t)
+                ks[t] = k
+                lo = min(lo, k)
+                hi = max(hi, k)
+            if lo < 0 or hi > k_cap:  # an inv that overflowed (x subnormal): the caller takes the reference
+                return buf, -1, hi
+            kmax = max(kmax, hi)
+            for first in range(0, n, 29):
+                size = min(29, n - first)
+                g = np.int64(0)
+                for t in range(size):
+                    k = np.int64(ks[first + t])
+                    nz = np.int64(k > 0)
+                    g += nz * (1 + np.int64(x[start + first + t] < 0)) * _POW3[t]
+                    end = ufill + k  # k - 1 zeros and a one
+                    if end < 64:
+                        uacc |= np.uint64(nz) << np.uint64((end - 1) & 63)
+                        ufill = end
+                    else:
+                        ufill += k - 1
+                        while ufill >= 64:
+                            buf[uj] = uacc
+                            uj += 1
+                            uacc = _ZERO
+                            ufill -= 64
+                        uacc, ufill, word, full_word = _push(uacc, ufill, _ONE, 1)
+                        if full_word:
+                            buf[uj] = word
+                            uj += 1
+                acc, fill, word, full_word = _push(acc, fill, np.uint64(g), 46 if size == 29 else _GROUP_BITS[size])
+                if full_word:
+                    buf[j] = word
+                    j += 1
+            start += n
     nbits = _close(buf, uj, uacc, ufill)
     if fill:  # the unary part wrote this word (its first bits, or zero when empty)
         buf[j] |= acc
@@ -491,16 +498,21 @@ def _signs(lo, hi, s, m):
 
 
 @cpu
-def sparse_dither_check(words, d, nbits, max_q):
-    """(status, end) of a sparse dithering body: every sign group in range, then one unary code per
-    non-zero sign, each with at most max_q zeros, the last ending at ``end`` == nbits."""
+def sparse_dither_check(words, nbits, max_q, signs):
+    """(status, end) of a sparse dithering body of d = signs.size coordinates, its signs written to
+    signs: every sign group in range, then one unary code per non-zero sign, each with at most
+    max_q zeros, the last ending at ``end`` == nbits."""
+    d = signs.size
     full, m = divmod(d, 29)
     nz = 0
     for grp in range(full + (m > 0)):
         p = GAMMA_BITS + 46 * grp
-        digits, c = _signs(words[p >> 6], words[(p >> 6) + 1], p & 63, 29 if grp < full else m)
+        size = 29 if grp < full else m
+        digits, c = _signs(words[p >> 6], words[(p >> 6) + 1], p & 63, size)
         if digits == _ALL:
             return TRIT_RANGE, 0
+        for t in range(size):
+            signs[29 * grp + t] = (digits >> np.uint64(2 * t)) & np.uint64(3)
         nz += c
     upos = GAMMA_BITS + 46 * full + _GROUP_BITS[m]
     end = _after_ones(words, upos, nbits, nz)
@@ -533,34 +545,33 @@ def sparse_dither_check(words, d, nbits, max_q):
 
 
 @cpu
-def sparse_dither_values(words, d, gamma, weight, out, add):
-    """out_i = s_i k_i gamma (fp32), or with ``add`` out_i += weight (s_i k_i gamma), from a checked body."""
+def sparse_dither_values(words, signs, gamma, weight, out, add):
+    """out_i = s_i k_i gamma (fp32), or with ``add`` out_i += weight (s_i k_i gamma), from a checked
+    body and its signs (0, 1 for +, 2 for -). Branch-free but for word changes: a zero sign
+    consumes no unary code (w &= w - 0), the sign is a product (signs are coin flips to a predictor)."""
+    d = signs.size
     full, m = divmod(d, 29)
     upos = GAMMA_BITS + 46 * full + _GROUP_BITS[m]
+    last = words.size - 1
     i = upos >> 6
     w = words[i] & ~_mask(upos & 63)
+    while w == 0 and i < last:
+        i += 1
+        w = words[i]
     p = upos  # the first bit of the next unary code
-    n = 0
-    for grp in range(full + (m > 0)):
-        size = 29 if grp < full else m
-        q = GAMMA_BITS + 46 * grp
-        digits, _ = _signs(words[q >> 6], words[(q >> 6) + 1], q & 63, size)
-        for t in range(size):
-            s = (digits >> np.uint64(2 * t)) & np.uint64(3)
-            k = 0
-            if s:
-                while w == 0:
-                    i += 1
-                    w = words[i]
-                one = 64 * i + np.int64(trailing_zeros(w))
-                w &= w - _ONE
-                k = one + 1 - p
-                p = one + 1
-            v = np.float32(k) * gamma
-            if s == 2:
-                v = -v
-            if add:
-                out[n] += weight * v
-            else:
-                out[n] = v
-            n += 1
+    for n in range(d):
+        s = np.int64(signs[n])
+        nz = np.int64(s != 0)
+        after = 64 * i + np.int64(trailing_zeros(w)) + 1
+        k = (after - p) & -nz
+        p = after if nz else p
+        w &= w - np.uint64(nz)
+        if w == 0:
+            while w == 0 and i < last:
+                i += 1
+                w = words[i]
+        v = np.float32(k * (1 - (s & 2))) * gamma  # -(k gamma) for s = 2: rounding is symmetric
+        if add:
+            out[n] += weight * v
+        else:
+            out[n] = v
