@@ -117,7 +117,7 @@ def test_inverse_cdf_is_the_reference(d):
                 assert torch.equal(topk.inverse_cdf(x, u), topk.inverse_cdf_ref(x, u)), (d, kind, dtype)
 
 
-@pytest.mark.parametrize("width", [1, 3, 8, 13, 24, 33, 56])
+@pytest.mark.parametrize("width", [1, 3, 8, 13, 24, 31, 32, 33, 41, 56])
 def test_pack_and_unpack_are_pack_uint(width):
     g = torch.Generator().manual_seed(width)
     for n in (1, 7, 8, 9, 1000, 4099):

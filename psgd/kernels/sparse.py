@@ -21,19 +21,36 @@ from psgd.wire import pack_uint, unpack_uint
 MAX_WIDTH = 56  # a 64-bit accumulator holds one value plus the 7 bits still waiting to be written
 
 
+def empty(n: int, dtype) -> torch.Tensor:
+    """A fresh CPU tensor for a kernel to fill, allocated by numpy: numpy asks for transparent huge
+    pages, so first touching a large buffer costs ~3x less than through torch.empty or numba."""
+    return torch.from_numpy(np.empty(n, dtype))
+
+
 @cpu
 def _pack(values, width, out):
     acc, held, p = 0, 0, 0
     for v in values:
         acc |= v << held
         held += width
-        while held >= 8:
+        if held >= 32:  # four bytes at a time: a quarter of the trips of a byte loop
+            out[p] = acc & 0xFF
+            out[p + 1] = (acc >> 8) & 0xFF
+            out[p + 2] = (acc >> 16) & 0xFF
+            out[p + 3] = (acc >> 24) & 0xFF
+            acc >>= 32
+            held -= 32
+            p += 4
+        while width > 32 and held >= 8:  # at most 7 bits left, so that the next value fits in 64
             out[p] = acc & 0xFF
             acc >>= 8
             held -= 8
             p += 1
-    if held:
-        out[p] = acc
+    while held > 0:
+        out[p] = acc & 0xFF
+        acc >>= 8
+        held -= 8
+        p += 1
 
 
 def pack(values: torch.Tensor, width: int) -> torch.Tensor:
@@ -42,7 +59,7 @@ def pack(values: torch.Tensor, width: int) -> torch.Tensor:
         return pack_uint(values, width)
 
     def fast():
-        out = torch.empty(math.ceil(values.numel() * width / 8), dtype=torch.uint8)
+        out = empty(math.ceil(values.numel() * width / 8), np.uint8)
         _pack(np_view(values.contiguous()), width, np_view(out))
         return out
 
@@ -55,7 +72,13 @@ def _unpack_indices(packed, n, width, shift, d, idx, codes):
     Returns 0, or 1 for an index >= d, 2 for indices not strictly ascending."""
     mask = (1 << width) - 1
     acc, held, p, last = 0, 0, 0, -1
+    fill = min(width, 32)  # below this many bits held, four more bytes fit in 64
     for j in range(n):
+        if held < fill and p + 4 <= packed.size:  # four bytes at a time
+            word = np.int64(packed[p]) | np.int64(packed[p + 1]) << 8
+            acc |= (word | np.int64(packed[p + 2]) << 16 | np.int64(packed[p + 3]) << 24) << held
+            held += 32
+            p += 4
         while held < width:
             acc |= np.int64(packed[p]) << held
             held += 8
@@ -96,8 +119,8 @@ def unpack_indices(
     else:
 
         def fast():
-            idx = torch.empty(n, dtype=torch.int64)
-            codes = torch.zeros(n if shift else 0, dtype=torch.int64)
+            idx = empty(n, np.int64)
+            codes = empty(n if shift else 0, np.int64)
             status = _unpack_indices(np_view(packed.contiguous()), n, width, shift, d, np_view(idx), np_view(codes))
             return status, idx, codes
 

@@ -23,6 +23,7 @@ import torch
 
 from psgd import kernels
 from psgd.kernels import cpu, device_fn, np_view
+from psgd.kernels.sparse import empty
 
 _LOW = 15  # the low bits of the 31-bit key counted in the refining histogram; 2^16 bins above them
 _FEW = 64  # below n / _FEW kept coordinates a branch per coordinate beats writing every one (measured)
@@ -141,17 +142,20 @@ def top_k(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @cpu
-def _at_least(x, lam):
-    """(indices ascending, values) of the x_i with |x_i| >= lam: a counting pass, then a filling pass."""
-    n = x.size
+def _count_at_least(x, lam):
     kept = 0
-    for i in range(n):
+    for i in range(x.size):
         if abs(x[i]) >= lam:
             kept += 1
-    idx = np.empty(kept + 1, np.int64)
-    val = np.empty(kept + 1, x.dtype)
+    return kept
+
+
+@cpu
+def _at_least(x, lam, idx, val):
+    """Fill idx and val (one spare slot) with the indices and values of the x_i with |x_i| >= lam."""
+    n = x.size
     j = 0
-    if _FEW * kept < n:  # few kept: a well-predicted branch
+    if _FEW * (idx.size - 1) < n:  # few kept: a well-predicted branch
         for i in range(n):
             if abs(x[i]) >= lam:
                 idx[j] = i
@@ -162,7 +166,6 @@ def _at_least(x, lam):
             idx[j] = i
             val[j] = x[i]
             j += abs(x[i]) >= lam
-    return idx[:kept], val[:kept]
 
 
 def at_least_ref(x: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,8 +181,10 @@ def at_least(x: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
     a = np_view(x.contiguous()) if x.device.type == "cpu" else None
 
     def fast():
-        idx, val = _at_least(a, a.dtype.type(lam))
-        return torch.from_numpy(idx), torch.from_numpy(val)
+        kept = _count_at_least(a, a.dtype.type(lam))
+        idx, val = empty(kept + 1, np.int64), empty(kept + 1, a.dtype)
+        _at_least(a, a.dtype.type(lam), np_view(idx), np_view(val))
+        return idx[:kept], val[:kept]
 
     return kernels.run(_at_least, (x,), fast=fast, reference=lambda: at_least_ref(x, lam))
 
