@@ -27,7 +27,7 @@ from psgd.kernels.sparse import empty
 
 _LOW = 15  # the low bits of the 31-bit key counted in the refining histogram; 2^16 bins above them
 _FEW = 64  # below n / _FEW kept coordinates a branch per coordinate beats writing every one (measured)
-_BLOCK = 4096  # coordinates between the running sums inverse_cdf keeps
+_BLOCK = 4096  # coordinates per block of inverse_cdf's sums
 
 
 @device_fn
@@ -191,36 +191,52 @@ def at_least(x: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
 
 @cpu
 def _inverse_cdf(x, u, block):
-    """The first i whose running float64 sum of |x| exceeds u times the total (0 when x = 0).
-    The one summing pass keeps the running sum at every block's end; the search resumes from
-    the block where the sum crosses, so it adds the same floats in the same order."""
+    """The first i with cdf_i > u cdf_total (0 when x = 0); see inverse_cdf_ref for the cdf."""
     n = x.size
-    ends = np.empty((n + block - 1) // block, np.float64)
+    nb = (n + block - 1) // block
+    sums = np.zeros(nb, np.float64)
+    for b in range(0, nb - 1 - (nb - 1) % 4, 4):  # four whole blocks at once: four independent sums
+        s0 = s1 = s2 = s3 = 0.0
+        for i in range(b * block, (b + 1) * block):
+            s0 += abs(np.float64(x[i]))
+            s1 += abs(np.float64(x[i + block]))
+            s2 += abs(np.float64(x[i + 2 * block]))
+            s3 += abs(np.float64(x[i + 3 * block]))
+        sums[b], sums[b + 1], sums[b + 2], sums[b + 3] = s0, s1, s2, s3
+    for i in range((nb - 1 - (nb - 1) % 4) * block, n):
+        sums[i // block] += abs(np.float64(x[i]))
     total = 0.0
-    for i in range(n):
-        total += abs(np.float64(x[i]))
-        if (i + 1) % block == 0 or i == n - 1:
-            ends[i // block] = total
+    for b in range(nb):
+        total += sums[b]
     if total == 0:
         return 0
     target = u * total
-    b = 0
-    while ends[b] <= target and b < ends.size - 1:
+    start, b = 0.0, 0
+    while b < nb - 1 and start + sums[b] <= target:  # cdf in block b <= fl(start + sums[b])
+        start += sums[b]
         b += 1
-    run = ends[b - 1] if b else 0.0
+    run = 0.0
     for i in range(b * block, n):
         run += abs(np.float64(x[i]))
-        if run > target:
+        if start + run > target:
             return i
     return n - 1
 
 
 def inverse_cdf_ref(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """[first i with cumsum(|x|)_i > u ||x||_1] (float64 running sums; [0] for x = 0), on x's device."""
-    cdf = torch.cumsum(x.abs().to(torch.float64), 0)
-    if float(cdf[-1]) == 0:
+    """[first i with cdf_i > u cdf_total] ([0] for x = 0) on x's device, where, in float64 with
+    x cut in blocks of _BLOCK, cdf_i = (sum of the earlier blocks' sums, added in order) + (the
+    running sum of |x| within i's block): the blocks' sums are independent, so the kernel adds
+    four at once instead of waiting on one running sum."""
+    n = x.numel()
+    a = x.abs().to(torch.float64)
+    blocks = torch.cat([a, a.new_zeros(-n % _BLOCK)]).view(-1, _BLOCK)
+    within = torch.cumsum(blocks, 1)
+    ends = torch.cumsum(within[:, -1], 0)
+    if float(ends[-1]) == 0:
         return torch.zeros(1, dtype=torch.int64, device=x.device)
-    return torch.searchsorted(cdf, u * cdf[-1], right=True).clamp_(max=x.numel() - 1)
+    cdf = (torch.cat([ends.new_zeros(1), ends[:-1]]).unsqueeze(1) + within).view(-1)[:n]
+    return torch.searchsorted(cdf, u * ends[-1], right=True).clamp_(max=n - 1)
 
 
 def inverse_cdf(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
