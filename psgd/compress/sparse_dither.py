@@ -37,6 +37,7 @@ from psgd.kernels import np_view, rng
 from psgd.wire.codes import BitReader, BitWriter, pack_trits, trit_bits, unpack_trits
 
 GAMMA_BITS = kc.GAMMA_BITS
+FP32_TINY = torch.finfo(torch.float32).tiny
 
 
 class Packed(NamedTuple):
@@ -90,7 +91,7 @@ class SparseDither(Compressor):
         check_fits("gamma = 2 sqrt(nu/d) ||x||", float(gamma64), x.dtype)
         gamma = gamma64.to(torch.float32)
         key = rng.draw_key(generator) if self.random else 0  # one draw: u_i = rng.uniform(key, d)_i
-        if x.dtype != torch.float32:
+        if x.dtype != torch.float32 or 0 < float(gamma) < FP32_TINY:  # a subnormal gamma: 1/gamma may overflow
             return self._encode_reference(x, gamma, key)
         return kernels.run(
             kc.sparse_dither_encode,
@@ -107,9 +108,10 @@ class SparseDither(Compressor):
         upos = kc.unary_start(d)
         words = kc.new_words(upos + int(d * (0.5 / math.sqrt(self.nu) + 1)))  # sum_i k_i <= sum_i (z_i + 1)
         gamma_bits = int(gamma.reshape(1).view(torch.int32))
-        args = (self.random, k0, k1, self._k_max(d) + 1, gamma_bits, words, upos, np.empty(29 * 64, np.int64))
+        block = (np.empty(29 * 64, np.int32), np.empty(29 * 64, np.int8))  # k_i and signs of a block
+        args = (self.random, k0, k1, self._k_max(d) + 1, gamma_bits, words, upos, *block)
         words, nbits, kmax = kc.sparse_dither_encode(np_view(x), inv, *args)
-        if nbits < 0:
+        if nbits < 0:  # not with a normal gamma: |x_i| inv <= ||x|| inv ~ 1/(2h)
             return self._encode_reference(x, gamma, key)
         check_fits("gamma max k_i", float(kmax) * float(gamma), x.dtype)  # the largest decoded |C(x)_i|
         return (nbits,), torch.from_numpy(words.view(np.uint8)[: -(-nbits // 8)])

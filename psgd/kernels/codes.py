@@ -422,12 +422,65 @@ def _dither(z, random, k0, k1, i):
     return np.int64(np.rint(z))
 
 
+@device_fn
+def _block_k(xs, inv, random, k0, k1, start, ks, trits):
+    """k_i and the signs (0, 1 for +, 2 for -) of the block xs starting at coordinate start; max k_i.
+    Its own function over a slice (indices known >= 0), with an integer max: the loop vectorises."""
+    hi = 0
+    for t in range(xs.size):
+        v = xs[t]
+        k = _dither(abs(v) * inv, random, k0, k1, start + t)
+        ks[t] = k
+        trits[t] = (k > 0) * (1 + (v < 0))
+        hi = max(hi, k)
+    return hi
+
+
+@device_fn
+def _unary_block(ks, buf, j, acc, fill):
+    """Append k - 1 zeros and a one for each k > 0 of ks (buf has room): (j, acc, fill)."""
+    for t in range(ks.size):
+        k = np.int64(ks[t])
+        end = fill + k
+        if end < 64:
+            acc |= np.uint64(k > 0) << np.uint64((end - 1) & 63)
+            fill = end
+        else:
+            fill += k - 1
+            while fill >= 64:
+                buf[j] = acc
+                j += 1
+                acc = _ZERO
+                fill -= 64
+            acc, fill, word, full = _push(acc, fill, _ONE, 1)
+            if full:
+                buf[j] = word
+                j += 1
+    return j, acc, fill
+
+
+@device_fn
+def _group_block(trits, buf, j, acc, fill):
+    """Append the base-3 groups of 29 trits (the last may be shorter, in ceil(m log2 3) bits): (j, acc, fill)."""
+    for first in range(0, trits.size, 29):
+        group = trits[first : min(trits.size, first + 29)]
+        g = np.int64(0)
+        for t in range(group.size):
+            g += np.int64(group[t]) * _POW3[t]
+        acc, fill, word, full = _push(acc, fill, np.uint64(g), _GROUP_BITS[group.size] if group.size < 29 else 46)
+        if full:
+            buf[j] = word
+            j += 1
+    return j, acc, fill
+
+
 @cpu
-def sparse_dither_encode(x, inv, random, k0, k1, k_cap, gamma_bits, buf, upos, ks):
+def sparse_dither_encode(x, inv, random, k0, k1, k_cap, gamma_bits, buf, upos, ks, trits):
     """Sparse dithering's body for fp32 x into buf (grown as needed): k_i from z_i = |x_i| inv in
-    fp32 (see _dither). Returns (buf, nbits, max k_i), or nbits = -1 when a k_i is not in [0, k_cap].
-    Blocks of ks.size = 29 b coordinates: their k_i first (a loop the compiler vectorises, random
-    draws included), then the bits."""
+    fp32 (see _dither), inv finite and |x_i| inv <= k_cap - 1. Returns (buf, nbits, max k_i), or
+    nbits = -1 when a k_i is above k_cap.
+    Blocks of ks.size = 29 b coordinates, in flat loops: k_i and the signs (vectorised, random draws
+    included), the unary codes, then the base-3 groups."""
     d = x.size
     acc, fill, j = np.uint64(gamma_bits), GAMMA_BITS, 0
     uj, uacc, ufill = upos >> 6, _ZERO, upos & 63  # the signs' last bits share uj: or-ed in at the end
@@ -438,41 +491,12 @@ def sparse_dither_encode(x, inv, random, k0, k1, k_cap, gamma_bits, buf, upos, k
         buf = _room(buf, uj + 2 * room)  # grown out here: arrays reassigned inside the loop cost a count per value
         while start < d and uj + room <= buf.size:
             n = min(ks.size, d - start)
-            lo, hi = k_cap, 0
-            for t in range(n):
-                k = _dither(abs(x[start + t]) * inv, random, k0, k1, start + t)
-                ks[t] = k
-                lo = min(lo, k)
-                hi = max(hi, k)
-            if lo < 0 or hi > k_cap:  # an inv that overflowed (x subnormal): the caller takes the reference
+            hi = _block_k(x[start : start + n], inv, random, k0, k1, start, ks, trits)
+            if hi > k_cap:
                 return buf, -1, hi
             kmax = max(kmax, hi)
-            for first in range(0, n, 29):
-                size = min(29, n - first)
-                g = np.int64(0)
-                for t in range(size):
-                    k = np.int64(ks[first + t])
-                    nz = np.int64(k > 0)
-                    g += nz * (1 + np.int64(x[start + first + t] < 0)) * _POW3[t]
-                    end = ufill + k  # k - 1 zeros and a one
-                    if end < 64:
-                        uacc |= np.uint64(nz) << np.uint64((end - 1) & 63)
-                        ufill = end
-                    else:
-                        ufill += k - 1
-                        while ufill >= 64:
-                            buf[uj] = uacc
-                            uj += 1
-                            uacc = _ZERO
-                            ufill -= 64
-                        uacc, ufill, word, full_word = _push(uacc, ufill, _ONE, 1)
-                        if full_word:
-                            buf[uj] = word
-                            uj += 1
-                acc, fill, word, full_word = _push(acc, fill, np.uint64(g), 46 if size == 29 else _GROUP_BITS[size])
-                if full_word:
-                    buf[j] = word
-                    j += 1
+            uj, uacc, ufill = _unary_block(ks[:n], buf, uj, uacc, ufill)
+            j, acc, fill = _group_block(trits[:n], buf, j, acc, fill)
             start += n
     nbits = _close(buf, uj, uacc, ufill)
     if fill:  # the unary part wrote this word (its first bits, or zero when empty)
