@@ -535,8 +535,9 @@ def sparse_dither_check(words, nbits, max_q, signs):
         digits, c = _signs(words[p >> 6], words[(p >> 6) + 1], p & 63, size)
         if digits == _ALL:
             return TRIT_RANGE, 0
+        group = signs[29 * grp : 29 * grp + size]
         for t in range(size):
-            signs[29 * grp + t] = (digits >> np.uint64(2 * t)) & np.uint64(3)
+            group[t] = (digits >> np.uint64(2 * t)) & np.uint64(3)
         nz += c
     upos = GAMMA_BITS + 46 * full + _GROUP_BITS[m]
     end = _after_ones(words, upos, nbits, nz)
