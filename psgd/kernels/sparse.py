@@ -112,7 +112,7 @@ def unpack_indices(
     name: str, packed: torch.Tensor, n: int, width: int, d: int, shift: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(indices, codes): n integers of width bits, each an index << shift | a shift-bit code,
-    unpacked from pack's layout (codes all zero when shift = 0). FrameError unless the indices
+    unpacked from pack's layout (codes empty when shift = 0). FrameError unless the indices
     are < d and strictly ascending."""
     if width > MAX_WIDTH or not n:
         status, idx, codes = _unpack_indices_ref(packed, n, width, shift, d)
