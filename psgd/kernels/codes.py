@@ -83,8 +83,8 @@ def _room(buf, n):
 
 @device_fn
 def _mask(n):
-    """The n low bits set, 0 <= n <= 64."""
-    return (_ALL >> np.uint64(64 - n)) if n else _ZERO
+    """The n low bits set, 0 <= n <= 64 (no branch: widths vary from value to value)."""
+    return ((_ONE << np.uint64(n & 63)) - _ONE) | (_ZERO - np.uint64(n >> 6))
 
 
 @device_fn
@@ -101,11 +101,9 @@ def _push(acc, fill, v, n):
 
 @device_fn
 def _bits_at(lo, hi, s, n):
-    """The n <= 64 bits from bit s < 64 of the 128-bit hi:lo."""
-    v = lo >> np.uint64(s)
-    if s and n > 64 - s:
-        v |= hi << np.uint64(64 - s)
-    return v & _mask(n)
+    """The n <= 64 bits from bit s < 64 of the 128-bit hi:lo (no branch: (hi << 1) << (63 - s) is
+    hi << (64 - s), and 0 for s = 0)."""
+    return ((lo >> np.uint64(s)) | ((hi << _ONE) << np.uint64(63 - s))) & _mask(n)
 
 
 @device_fn
@@ -298,13 +296,12 @@ def _after_ones(words, pos, nbits, n):
 def read_codes(words, pos, nbits, out, max_q, r, code):
     """out.size split prefix codes (see write_codes) from bit pos into out: (new pos, status). The
     unary parts must hold out.size ones (else UNARY_END), each q <= max_q (else RANGE), then the
-    fixed-width parts must fit (else EARLY)."""
+    fixed-width parts must fit (else EARLY). One loop per code, checks folded into a max and a flag."""
     n = out.size
     end = _after_ones(words, pos, nbits, n)
     if end < 0:
         return pos, UNARY_END
-    low = end
-    early = False
+    low, early, qmax = end, False, 0
     i = pos >> 6
     w = words[i] & ~_mask(pos & 63)
     p = pos
@@ -316,21 +313,20 @@ def read_codes(words, pos, nbits, out, max_q, r, code):
         w &= w - _ONE
         q = one - p
         p = one + 1
-        if q > max_q:
-            return pos, RANGE
+        qmax = max(qmax, q)
         if code == UNARY:
             out[k] = q
-            continue
-        width = q if code == GAMMA else r
-        if early or low + width > nbits:
-            early = True
-            continue
-        v = _bits_at(words[low >> 6], words[(low >> 6) + 1], low & 63, width)
-        low += width
-        out[k] = np.int64((_ONE << np.uint64(q)) | v) if code == GAMMA else np.int64((np.uint64(q) << np.uint64(r)) | v)
-    if early:
-        return pos, EARLY
-    return low, OK
+        else:
+            width = min(q, 64) if code == GAMMA else r
+            if low + width > nbits:  # read nothing past the stream
+                early, width = True, 0
+            v = _bits_at(words[low >> 6], words[(low >> 6) + 1], low & 63, width)
+            low += width
+            head = _ONE << np.uint64(q & 63) if code == GAMMA else np.uint64(q) << np.uint64(r)
+            out[k] = np.int64(head | v)
+    if qmax > max_q:
+        return pos, RANGE
+    return (pos, EARLY) if early else (low, OK)
 
 
 @cpu
