@@ -38,6 +38,8 @@ SPECS = [
     "bucket(qsgd:s=2,coding=elias, size=24)",
     "per_layer(hard_threshold:lam=0.8, layers=LAYERS)",
     "bucket(sparse_dither:nu=0.2, size=40)",
+    "small_dense(topk:ratio=0.5, min_size=4, layers=LAYERS)",
+    "small_dense(randk:ratio=0.5, min_size=2, layers=LAYERS)",
     "scaled(natural)",
     "scaled(randk:ratio=0.25,shared_seed=false)",
 ]

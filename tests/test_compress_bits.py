@@ -131,6 +131,14 @@ def expected_bits(c, x: torch.Tensor, m: Message) -> int:
             elif c.inner.name == "sparse_dither":
                 total += gamma(inner + 1)
         return total
+    if name == "small_dense":  # 32 bits per coordinate of a tensor under min_size, the inner count of the rest
+        sizes = [int(n) for n in c.layers.split("+")]
+        large = torch.cat([torch.full((n,), n >= c.min_size) for n in sizes])
+        small_bits = 32 * int((~large).sum())
+        if not large.any():
+            return small_bits
+        part = Message(c.inner.name, int(large.sum()), m.dtype, m.meta, m.body[small_bits // 8 :])
+        return small_bits + expected_bits(c.inner, x[large], part)
     raise AssertionError(f"no formula for {name}")
 
 

@@ -18,6 +18,7 @@ from psgd.compress import (  # noqa: F401  (registration)
     scaled,
     scaled_sign,
     sign,
+    small_dense,
     sparse_dither,
     spherical,
     topk,
