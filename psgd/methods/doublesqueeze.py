@@ -28,3 +28,13 @@ class DoubleSqueeze(EF14):
 
     def keeps_global_error(self) -> bool:
         return True
+
+    def theory_lr(self):
+        """Tang et al. 2019, Theorem 1 (nonconvex, L-smooth, variance sigma^2, compression error
+        E||C(v) - v||^2 <= eps^2 on both sides): gamma = 1/(4L + sigma sqrt(T/n) + eps^(2/3) T^(1/3)) gives
+        (1/T) sum_t E||grad f(x_t)||^2 = O(sigma/sqrt(nT) + eps^(2/3)/T^(2/3) + 1/T) ([R]: recalled, SPEC 3.8).
+        The step depends on the horizon T unless sigma = eps = 0; lr = "theory" takes its T-free bound
+        1/(4L), where the bound with eps > 0 still holds with an eps^2 gamma^2 L^2 floor
+        (the virtual sequence x - gamma (e_s + mean e_i) is GD: see tests/test_methods_theory.py)."""
+        L = self.constants.need_L(self.name)
+        return 1 / (4 * L), f"DoubleSqueeze (Tang et al. 2019, Theorem 1): lr <= 1/(4 L), L = {L:g}"

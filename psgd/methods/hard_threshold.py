@@ -54,3 +54,15 @@ class HardThreshold(EF14):
                 f"{self.name}: the uplink must be the {COMPRESSOR} compressor; set method.target_k "
                 f"or method.uplink = '{COMPRESSOR}:lam=...' (got {self.uplink.spec!r})"
             )
+
+    def theory_lr(self):
+        """Sahu et al. 2021, EF with an absolute compressor, ||C(x) - x||^2 <= kappa^2 (hard threshold:
+        kappa^2 = d lam^2): gamma <= 1/(4L) (their convex theorem; the nonconvex one needs no smaller step)
+        gives (1/T) sum_t E||grad f(x_t)||^2 <= 4 (f(x_0) - f*)/(gamma T) + 2 gamma L sigma^2/n + 2 gamma^2 L^2 kappa^2
+        (nonconvex). The constants are recalled ([R]); the deterministic form (sigma = 0) is also derived
+        from the virtual sequence x - gamma mean e_i, for any gamma <= 1/(2L) ([D], tested)."""
+        c = self.constants
+        L = c.need_L(self.name)
+        if self.keeps_global_error():
+            raise ValueError(f"{self.name}: Sahu et al.'s theorems assume an uncompressed downlink")
+        return 1 / (4 * L), f"Sahu et al. 2021, EF with hard threshold: lr <= 1/(4 L), L = {L:g}"
