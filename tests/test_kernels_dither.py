@@ -12,7 +12,8 @@ import torch
 from psgd.compress import make
 from psgd.errors import FrameError
 from psgd.kernels import rng
-from psgd.kernels.dither import random24, width
+from psgd.kernels.dither import width
+from psgd.kernels.rng import random24
 
 SIZES = [1, 2, 7, 8, 9, 31, 33, 1000, 4099, 100003]
 SPECS = [

@@ -176,7 +176,7 @@ class _Dithering(Compressor):
         work = torch.float64 if m.dtype == torch.float64 else torch.float32
         if not self._elias:
             table = self.level_values(2 ** (width(self._s) - 1), self.parsed(m), m.dtype)
-            dither_into(m.body[4:], self._s, table, out, weight, add)
+            dither_into(m.body[4:], self._s, self.natural, table, out, weight, add)
         else:
             norm, pos, negative, levels = self.parsed(m)
             scatter_into(pos, negative, levels, self._s, self._step(norm, work), out, weight, add)

@@ -11,9 +11,11 @@ both capped at s. code_i = level_i << 1 | (x_i < 0).
     decode:       out_i (+)= weight * (+-table[level_i]), table[j] the value of level j
 
 The compiled kernels take fp32 x and codes up to 8 bits wide (s <= 127; Elias: s < 2^24); wider
-codes and other dtypes go through the references. They draw the uniforms in 32-bit lanes
-(``random24``): the same words as psgd.kernels.rng.uniform_at, whose 64-bit arithmetic does not
-vectorise.
+codes and other dtypes go through the references, CUDA tensors through psgd.kernels.triton.dither.
+They work on blocks of CHUNK coordinates in passes that vectorise: the codes of a block as bytes
+(the uniforms in 32-bit lanes, psgd.kernels.rng.random24), each eight bytes merged into one word
+of 8 w bits by shifts (_merge), then the words stored w bytes apart; decode reverses it (_spread)
+and computes the values, level * norm / s or 2^(level - s) * norm, instead of looking them up.
 """
 
 from __future__ import annotations
@@ -21,49 +23,20 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from psgd.kernels import cpu, device_fn, np_view, numba, rng, run
+from psgd.kernels import cpu, device_fn, np_view, rng, run
+from psgd.kernels import triton as gpu
+from psgd.kernels.rng import random24
 from psgd.wire.bits import pack_uint, unpack_uint
 
-CHUNK = 4096  # elements per block (a multiple of 8): the level loop vectorises into a cache-resident buffer
+CHUNK = 4096  # elements per block (a multiple of 8): each pass of a block vectorises over a cache-resident buffer
 MAX_WIDTH = 8
 MAX_ELIAS_S = 2**24  # levels and s exact in fp32
 TWO_M24 = np.float32(2.0**-24)
-
-if numba is not None:
-    from llvmlite import ir
-    from numba.core import types
-    from numba.extending import intrinsic
-
-    _I32 = ir.IntType(32)
-
-    def _word(builder, value, ty):
-        """An integer argument as a 32-bit word (its low 32 bits)."""
-        if ty.bitwidth > 32:
-            return builder.trunc(value, _I32)
-        return builder.zext(value, _I32) if ty.bitwidth < 32 else value
-
-    def _mix(builder, v):
-        """lowbias32 (psgd.kernels.rng.mix) on a 32-bit word."""
-        v = builder.xor(v, builder.lshr(v, _I32(16)))
-        v = builder.mul(v, _I32(rng.C1))
-        v = builder.xor(v, builder.lshr(v, _I32(15)))
-        v = builder.mul(v, _I32(rng.C2))
-        return builder.xor(v, builder.lshr(v, _I32(16)))
-
-    @intrinsic
-    def random24(typingctx, k0, k1, i):
-        """r(i) = h(i) >> 8 = u(i) 2^24 (uint32) for integer k0, k1, i: psgd.kernels.rng's draw in
-        32-bit arithmetic."""
-
-        def codegen(context, builder, sig, args):
-            a, b, c = (_word(builder, v, t) for v, t in zip(args, sig.args, strict=True))
-            h = _mix(builder, builder.xor(_mix(builder, builder.xor(c, a)), b))
-            return builder.lshr(h, _I32(8))
-
-        return types.uint32(k0, k1, i), codegen
-
-else:
-    random24 = None
+HALVES_AND_FP32 = (torch.float32, torch.float16, torch.bfloat16)  # the Triton kernels' inputs
+LOW8, HIGH8 = np.uint64(0x00FF00FF00FF00FF), np.uint64(0xFF00FF00FF00FF00)
+LOW16, HIGH16 = np.uint64(0x0000FFFF0000FFFF), np.uint64(0xFFFF0000FFFF0000)
+LOW32, HIGH32 = np.uint64(0x00000000FFFFFFFF), np.uint64(0xFFFFFFFF00000000)
+EVERY16, EVERY32 = np.uint64(0x0001000100010001), np.uint64(0x0000000100000001)
 
 
 # ---------------------------------------------------------------- references
@@ -114,26 +87,53 @@ def _compiled(x: torch.Tensor, inv: torch.Tensor, s: int, top: int) -> bool:
 
 
 @device_fn
-def _codes(x, inv, s, natural, k0, k1, start, out):
-    """out[j] = level << 1 | (x_j < 0) for the block of x starting at coordinate start."""
+def _uniform_codes(x, inv, s, k0, k1, start, out):
+    """out[j] = level << 1 | (x_j < 0) of uniform dithering for the block of x starting at coordinate start."""
     sf = np.float32(s)
+    top = np.int32(s)
+    for j in range(x.size):
+        v = x[j]
+        sy = min(abs(v) * inv, np.float32(1.0)) * sf
+        low = np.floor(sy)
+        up = np.float32(random24(k0, k1, start + j)) * TWO_M24 < sy - low
+        level = min(np.int32(low) + np.int32(up), top)
+        out[j] = (level << np.int32(1)) | np.int32(v < 0)
+
+
+@device_fn
+def _natural_codes(x, inv, s, k0, k1, start, out):
+    """out[j] = level << 1 | (x_j < 0) of natural dithering: from y's exponent and mantissa bits."""
     first = np.float32(2.0 ** (1 - s))
     below = np.float32(2.0 ** (s - 1))
+    top = np.int32(s)
+    bias = np.int32(s - 127)
     for j in range(x.size):
         v = x[j]
         y = min(abs(v) * inv, np.float32(1.0))
+        bits = np.float32(y).view(np.uint32)
         r = random24(k0, k1, start + j)
-        if natural:
-            bits = np.float32(y).view(np.uint32)
-            small = y < first
-            lower = 0 if small else np.int64(bits >> 23) - 127 + s
-            up = np.float32(r) * TWO_M24 < y * below if small else r < 2 * (bits & 0x7FFFFF)
-            level = min(lower + up, s)
-        else:
-            sy = y * sf
-            low = np.floor(sy)
-            level = min(np.int64(low) + (np.float32(r) * TWO_M24 < sy - low), s)
-        out[j] = (level << 1) | (v < 0)
+        small = y < first
+        lower = np.int32(0) if small else np.int32(bits >> np.uint32(23)) + bias
+        up = np.float32(r) * TWO_M24 < y * below if small else r < (bits & np.uint32(0x7FFFFF)) << np.uint32(1)
+        level = min(lower + np.int32(up), top)
+        out[j] = (level << np.int32(1)) | np.int32(v < 0)
+
+
+@device_fn
+def _merge(v, w):
+    """Eight w-bit codes, one in each byte of v, as the low 8w bits of one word (code j at bit j w)."""
+    v = (v & LOW8) | ((v >> np.uint64(8 - w)) & (HIGH8 >> np.uint64(8 - w)))
+    v = (v & LOW16) | ((v >> np.uint64(16 - 2 * w)) & (HIGH16 >> np.uint64(16 - 2 * w)))
+    return (v & LOW32) | ((v >> np.uint64(32 - 4 * w)) & (HIGH32 >> np.uint64(32 - 4 * w)))
+
+
+@device_fn
+def _spread(v, w):
+    """_merge undone: the low 8w bits of v as eight w-bit codes, one in each byte."""
+    v &= ~np.uint64(0) >> np.uint64(64 - 8 * w)
+    v = (v & ((np.uint64(1) << np.uint64(4 * w)) - np.uint64(1))) | ((v << np.uint64(32 - 4 * w)) & HIGH32)
+    v = (v & ((np.uint64(1) << np.uint64(2 * w)) - np.uint64(1)) * EVERY32) | ((v << np.uint64(16 - 2 * w)) & HIGH16)
+    return (v & ((np.uint64(1) << np.uint64(w)) - np.uint64(1)) * EVERY16) | ((v << np.uint64(8 - w)) & HIGH8)
 
 
 @cpu
@@ -141,47 +141,55 @@ def dither_encode_kernel(x, inv, s, natural, k0, k1, w, body):
     """body = the codes of fp32 x packed at width w <= 8."""
     d = x.size
     codes = np.zeros(CHUNK, dtype=np.uint8)
+    words = codes.view(np.uint64)
     for c in range(0, d, CHUNK):
         n = min(CHUNK, d - c)
-        _codes(x[c : c + n], inv, s, natural, k0, k1, c, codes)
+        if natural:
+            _natural_codes(x[c : c + n], inv, s, k0, k1, c, codes)
+        else:
+            _uniform_codes(x[c : c + n], inv, s, k0, k1, c, codes)
         codes[n:] = 0
-        _pack(codes, (n * w + 7) // 8, w, body[c // 8 * w :])
+        for g in range(CHUNK // 8):
+            words[g] = _merge(words[g], w)
+        _store(words, (n * w + 7) // 8, w, body[c // 8 * w :])
 
 
 @device_fn
-def _pack(codes, nbytes, w, out):
-    """The first nbytes of codes packed at width w into out: eight codes fill w bytes. A group is
-    stored as 8 bytes while they fit in out (the next group overwrites the excess)."""
+def _store(words, nbytes, w, out):
+    """The first nbytes of the merged words (w bytes each) into out. A word is stored as 8 bytes
+    while they fit in out (the next word overwrites the excess)."""
     groups = (nbytes + w - 1) // w
     wide = min(groups, max(0, (out.size - 8) // w + 1))
-    for g in range(groups):
-        word = np.uint64(0)
-        for j in range(8):
-            word |= np.uint64(codes[8 * g + j]) << np.uint64(j * w)
-        if g < wide:
-            _store8(out, g * w, word)
-        else:
-            for b in range(min(w, nbytes - g * w)):
-                out[g * w + b] = (word >> np.uint64(8 * b)) & np.uint64(0xFF)
+    for g in range(wide):
+        _store8(out, g * w, words[g])
+    for g in range(wide, groups):
+        for b in range(min(w, nbytes - g * w)):
+            out[g * w + b] = (words[g] >> np.uint64(8 * b)) & np.uint64(0xFF)
 
 
 @device_fn
 def _store8(out, i, word):
+    i = np.uint64(i)  # unsigned indices: no wraparound of negative ones, which would keep the bytes apart
     for b in range(8):  # unrolled and merged into one store by LLVM
-        out[i + b] = (word >> np.uint64(8 * b)) & np.uint64(0xFF)
+        out[i + np.uint64(b)] = (word >> np.uint64(8 * b)) & np.uint64(0xFF)
 
 
 @device_fn
 def _load8(codes, i):
+    i = np.uint64(i)  # as in _store8
     word = np.uint64(0)
     for b in range(8):  # unrolled and merged into one load by LLVM
-        word |= np.uint64(codes[i + b]) << np.uint64(8 * b)
+        word |= np.uint64(codes[i + np.uint64(b)]) << np.uint64(8 * b)
     return word
 
 
 def dither_encode(x: torch.Tensor, inv: torch.Tensor, key: int, s: int, natural: bool, body: torch.Tensor) -> None:
     """Write the packed codes of x into body (ceil(d w / 8) uint8); inv the 0-dim 1/norm in the
     work dtype (0 for norm 0), key the draw for the uniforms u(0), ..., u(d - 1)."""
+    if gpu.available(x) and x.dtype in HALVES_AND_FP32 and width(s) <= MAX_WIDTH and x.is_contiguous():
+        from psgd.kernels.triton import dither as triton_dither
+
+        return triton_dither.dither_encode(x, inv, key, s, natural, body)
 
     def compiled():
         k0, k1 = rng.split(key)
@@ -205,7 +213,7 @@ def dither_sparse_kernel(x, inv, s, k0, k1, gaps, negative, levels):
     last = -1
     for c in range(0, d, CHUNK):
         n = min(CHUNK, d - c)
-        _codes(x[c : c + n], inv, s, False, k0, k1, c, codes)
+        _uniform_codes(x[c : c + n], inv, s, k0, k1, c, codes)
         for j in range(n):
             code = codes[j]
             if code > 1:
@@ -252,61 +260,80 @@ def _load(codes, g, w):
 
 
 @device_fn
-def _wide(codes, d, w):
-    """Groups of eight codes that can be read as 8 bytes without passing the body's end."""
-    return min(d // 8, max(0, (codes.size - 8) // w + 1))
+def _unpack(codes, w, c, n, words):
+    """The codes of coordinates c, ..., c + n - 1 (c a multiple of 8), one in each byte of words."""
+    wide = min((c + n) // 8, max(0, (codes.size - 8) // w + 1))  # groups readable as 8 bytes
+    g0 = c // 8
+    groups = (n + 7) // 8
+    whole = max(0, min(groups, wide - g0))
+    for g in range(whole):
+        words[g] = _load8(codes, (g0 + g) * w)
+    for g in range(whole, groups):
+        words[g] = _load(codes, g0 + g, w)
+    for g in range(groups):
+        words[g] = _spread(words[g], w)
 
 
 @cpu
 def max_level_kernel(codes, d, w):
     """The largest level of d codes packed at width w <= 8."""
-    mask = np.uint64((1 << w) - 1)
-    top = np.uint64(0)
-    wide = _wide(codes, d, w)
-    for g in range(wide):
-        word = _load8(codes, g * w)
-        for j in range(8):
-            top = max(top, (word >> np.uint64(j * w)) & mask)
-    for g in range(wide, (d + 7) // 8):
-        word = _load(codes, g, w)
-        for j in range(min(8, d - 8 * g)):
-            top = max(top, (word >> np.uint64(j * w)) & mask)
-    return top >> np.uint64(1)
+    buf = np.empty(CHUNK, dtype=np.uint8)
+    words = buf.view(np.uint64)
+    top = np.uint8(0)
+    for c in range(0, d, CHUNK):
+        n = min(CHUNK, d - c)
+        _unpack(codes, w, c, n, words)
+        for j in range(n):
+            top = max(top, buf[j])
+    return top >> 1
 
 
 def max_level(codes: torch.Tensor, d: int, s: int) -> int:
     """The largest level of a fixed-length body's d codes (so the caller can refuse one above s)."""
+    if gpu.available(codes) and width(s) <= MAX_WIDTH:
+        from psgd.kernels.triton import dither as triton_dither
+
+        return triton_dither.max_level(codes, d, s)
     fast = width(s) <= MAX_WIDTH
     compiled = lambda: int(max_level_kernel(np_view(codes), d, width(s)))  # noqa: E731
     reference = lambda: int((unpack_uint(codes, d, width(s)) >> 1).max())  # noqa: E731
     return run(max_level_kernel, (codes,), compiled, reference) if fast else reference()
 
 
-@cpu
-def dither_into_kernel(codes, w, table, out, weight, add):
-    """out_i = +-table[level_i], or out_i += weight times it with ``add``."""
-    d = out.size
-    mask = np.uint64((1 << w) - 1)
-    wide = _wide(codes, d, w)
-    for g in range(wide):
-        word = _load8(codes, g * w)
-        for j in range(8):
-            _put(out, 8 * g + j, (word >> np.uint64(j * w)) & mask, table, weight, add)
-    for g in range(wide, (d + 7) // 8):
-        word = _load(codes, g, w)
-        for j in range(min(8, d - 8 * g)):
-            _put(out, 8 * g + j, (word >> np.uint64(j * w)) & mask, table, weight, add)
-
-
 @device_fn
-def _put(out, i, code, table, weight, add):
-    v = table[code >> np.uint64(1)]
-    if code & np.uint64(1):
-        v = -v
-    if add:
-        out[i] += weight * v
+def _values(buf, n, s, natural, scale, out):
+    """out[j] = +-(the value of level buf[j] >> 1): level * scale (uniform, scale = norm / s), or
+    2^(level - s) * scale for level > 0 (natural, scale = norm), 2^(level - s) made from its exponent bits."""
+    if natural:
+        bias = np.int32(127 - s)
+        for j in range(n):
+            level = np.int32(buf[j] >> np.uint8(1))
+            power = np.uint32((level + bias) << np.int32(23)).view(np.float32)
+            v = (power if level > 0 else np.float32(0.0)) * scale  # 0 * scale: -0 when the norm is -0, as the table
+            out[j] = -v if buf[j] & np.uint8(1) else v
     else:
-        out[i] = v
+        for j in range(n):
+            v = np.float32(buf[j] >> np.uint8(1)) * scale
+            out[j] = -v if buf[j] & np.uint8(1) else v
+
+
+@cpu
+def dither_into_kernel(codes, w, s, natural, scale, out, weight, add):
+    """out_i = +-value(level_i), or out_i += weight times it with ``add``."""
+    d = out.size
+    buf = np.empty(CHUNK, dtype=np.uint8)
+    words = buf.view(np.uint64)
+    values = np.empty(CHUNK, dtype=np.float32)
+    for c in range(0, d, CHUNK):
+        n = min(CHUNK, d - c)
+        _unpack(codes, w, c, n, words)
+        if add:
+            _values(buf, n, s, natural, scale, values)
+            block = out[c : c + n]
+            for j in range(n):
+                block[j] += weight * values[j]
+        else:
+            _values(buf, n, s, natural, scale, out[c : c + n])
 
 
 def _like(t: torch.Tensor, value) -> np.generic:
@@ -328,19 +355,28 @@ def _put_ref(values: torch.Tensor, out: torch.Tensor, weight: float, add: bool) 
         out.add_(values, alpha=weight)
 
 
-def dither_into(codes: torch.Tensor, s: int, table: torch.Tensor, out: torch.Tensor, weight: float, add: bool) -> None:
+def dither_into(
+    codes: torch.Tensor, s: int, natural: bool, table: torch.Tensor, out: torch.Tensor, weight: float, add: bool
+) -> None:
     """out = C(x) (add False) or out += weight C(x) (add True) from fixed-length codes whose levels
-    are at most s; table[j] the value of level j for j < 2^(w-1), in the work dtype."""
+    are at most s; table[j] the value of level j for j < 2^(w-1), in the work dtype: level * (norm / s),
+    or 2^(j - s) norm for j > 0 with ``natural``."""
     d = out.numel()
+    fast = width(s) <= MAX_WIDTH and out.dtype == table.dtype == torch.float32 and out.is_contiguous()
+    if fast and gpu.available(out):
+        from psgd.kernels.triton import dither as triton_dither
+
+        return triton_dither.dither_into(codes, s, table, out, weight, add)
 
     def compiled():
-        dither_into_kernel(np_view(codes), width(s), np_view(table), np_view(out), _like(out, weight), add)
+        scale = table[s if natural else 1]  # the value of level s (the norm) or of level 1 (norm / s)
+        args = np_view(codes), width(s), s, natural, _like(out, scale), np_view(out), _like(out, weight)
+        dither_into_kernel(*args, add)
 
     def reference():
         c = unpack_uint(codes, d, width(s))
         _put_ref(_signed_ref(c >> 1, (c & 1).bool(), table, out.dtype), out, weight, add)
 
-    fast = width(s) <= MAX_WIDTH and out.dtype == table.dtype and out.is_contiguous()
     run(dither_into_kernel, (codes, out), compiled, reference) if fast else reference()
 
 

@@ -16,9 +16,11 @@ Coordinates are counted as 32-bit words (d < 2^32, 2^31 for float64 data).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from psgd.kernels import device_fn
+from psgd.kernels import device_fn, numba
+from psgd.kernels import triton as gpu
 
 M32 = 0xFFFFFFFF
 C1, C2 = 0x7FEB352D, 0x846CA68B
@@ -66,6 +68,10 @@ def uniform(key: int, n: int, like: torch.Tensor) -> torch.Tensor:
     """n uniforms on like's device: float64 (53 bits) for float64 data, fp32 otherwise."""
     if like.dtype == torch.float64:
         return uniform64_ref(key, n, like.device)
+    if gpu.available(like):
+        from psgd.kernels.triton import rng as triton_rng
+
+        return triton_rng.uniform(key, n, like.device)
     return uniform_ref(key, n, like.device)
 
 
@@ -79,7 +85,44 @@ def mix(v):
     return v ^ (v >> 16)
 
 
+if numba is not None:
+    from llvmlite import ir
+    from numba.core import types
+    from numba.extending import intrinsic
+
+    _I32 = ir.IntType(32)
+
+    def _word(builder, value, ty):
+        """An integer argument as a 32-bit word (its low 32 bits)."""
+        if ty.bitwidth > 32:
+            return builder.trunc(value, _I32)
+        return builder.zext(value, _I32) if ty.bitwidth < 32 else value
+
+    def _mix32(builder, v):
+        """lowbias32 (mix) on a 32-bit word."""
+        v = builder.xor(v, builder.lshr(v, _I32(16)))
+        v = builder.mul(v, _I32(C1))
+        v = builder.xor(v, builder.lshr(v, _I32(15)))
+        v = builder.mul(v, _I32(C2))
+        return builder.xor(v, builder.lshr(v, _I32(16)))
+
+    @intrinsic
+    def random24(typingctx, k0, k1, i):
+        """r(i) = h(i) >> 8 = u(i) 2^24 as uint32 for integer k0, k1, i (numba): the draw in 32-bit
+        lanes, which vectorise (64-bit multiplies masked to 32 bits do not)."""
+
+        def codegen(context, builder, sig, args):
+            a, b, c = (_word(builder, v, t) for v, t in zip(args, sig.args, strict=True))
+            h = _mix32(builder, builder.xor(_mix32(builder, builder.xor(c, a)), b))
+            return builder.lshr(h, _I32(8))
+
+        return types.uint32(k0, k1, i), codegen
+
+else:
+    random24 = None
+
+
 @device_fn
 def uniform_at(k0, k1, i):
-    """u(i) in fp32 for kernels: k0, k1 and i as 64-bit integers (numba)."""
-    return (mix(mix(i ^ k0) ^ k1) >> 8) * 5.9604644775390625e-08
+    """u(i) in fp32 for kernels: k0, k1 and i integers (numba)."""
+    return np.float32(random24(k0, k1, i)) * np.float32(5.9604644775390625e-08)
