@@ -41,12 +41,13 @@ FP32_TINY = torch.finfo(torch.float32).tiny
 
 
 class Packed(NamedTuple):
-    """A checked body, read by the compiled kernels: gamma, the body as words, and the signs
-    (one byte each: 0, 1 for +, 2 for -; read out of their base-3 groups while checking them)."""
+    """A checked body, read by the compiled kernels: gamma, the body as words, and the signs as
+    bitmaps (s_i != 0, s_i < 0; read out of their base-3 groups while checking them)."""
 
     gamma: np.float32
     words: np.ndarray
-    signs: np.ndarray
+    nonzero: np.ndarray
+    negative: np.ndarray
 
 
 class Dense(NamedTuple):
@@ -156,12 +157,12 @@ class SparseDither(Compressor):
             raise FrameError(f"{self.name}: bad scale")
         if nbits < kc.unary_start(m.d):
             raise FrameError(f"{self.name}: body ends early")
-        signs = np.empty(m.d, dtype=np.uint8)
-        status, end = kc.sparse_dither_check(r.words, nbits, self._k_max(m.d) - 1, signs)
+        nonzero, negative = np.zeros(m.d // 64 + 2, np.uint64), np.zeros(m.d // 64 + 2, np.uint64)
+        status, end = kc.sparse_dither_check(r.words, nbits, self._k_max(m.d) - 1, nonzero, negative, m.d)
         if status == kc.UNREAD:
             raise FrameError(f"{self.name}: {nbits - end} unread bits")
         r._check(status)
-        return Packed(gamma, r.words, signs)
+        return Packed(gamma, r.words, nonzero, negative)
 
     def _parse_reference(self, m: Message) -> Dense:
         (nbits,) = m.meta
@@ -187,7 +188,8 @@ class SparseDither(Compressor):
             return False
 
         def fast():
-            kc.sparse_dither_values(p.words, p.signs, p.gamma, np.float32(weight), np_view(out), add)
+            k = np.empty(kc.BLOCK + 128, np.int32)
+            kc.sparse_dither_values(p.words, p.nonzero, p.negative, p.gamma, np.float32(weight), np_view(out), add, k)
             return True
 
         return kernels.run(kc.sparse_dither_values, (out,), fast, lambda: False)

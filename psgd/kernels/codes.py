@@ -23,7 +23,7 @@ from psgd.kernels.rng import uniform_at
 
 if numba is not None:
     from llvmlite import ir
-    from numba.core import types
+    from numba.core import cgutils, types
     from numba.cpython.unsafe.numbers import leading_zeros, trailing_zeros
     from numba.extending import intrinsic
 
@@ -32,7 +32,76 @@ if numba is not None:
         """Number of one bits of an integer (LLVM ctpop)."""
         return src(src), lambda context, builder, sig, args: builder.ctpop(args[0])
 
-    del ir, types
+    def _at(context, builder, aty, arr, index, lanes):
+        """A pointer to ``lanes`` elements of a numba array from ``index``."""
+        data = context.make_array(aty)(context, builder, arr).data
+        return builder.bitcast(builder.gep(data, [index]), ir.VectorType(data.type.pointee, lanes).as_pointer())
+
+    def _lanes(builder, bits, n):
+        """The n low bits of an integer as an <n x i1> mask."""
+        return builder.bitcast(builder.trunc(bits, ir.IntType(n)), ir.VectorType(ir.IntType(1), n))
+
+    @intrinsic
+    def unary_gaps(typingctx, gaps, n, w):
+        """gaps[n + j] = (position of the j-th one of the word w) - (that of the (j - 1)-th), for
+        j = 1 .. popcount(w) - 1; gaps[n .. n + 63] are written (gaps[n] and those past the ones are
+        garbage). One vector compress of the bit positions (LLVM lowers it to vpcompressb where
+        the CPU has it, to scalar code elsewhere)."""
+
+        def codegen(context, builder, sig, args):
+            i8, i32 = ir.IntType(8), ir.IntType(32)
+            v8, v32 = ir.VectorType(i8, 64), ir.VectorType(i32, 64)
+            fn = cgutils.get_or_insert_function(
+                builder.module,
+                ir.FunctionType(v8, [v8, ir.VectorType(ir.IntType(1), 64), v8]),
+                "llvm.experimental.vector.compress.v64i8",
+            )
+            iota = ir.Constant(v8, [ir.Constant(i8, j) for j in range(64)])
+            ones = builder.call(fn, [iota, _lanes(builder, args[2], 64), ir.Constant(v8, None)])
+            before = builder.shuffle_vector(ones, ones, ir.Constant(v32, [0, *range(63)]))
+            diff = builder.zext(builder.sub(ones, before), v32)
+            builder.store(diff, _at(context, builder, sig.args[0], args[0], args[1], 64), align=4)
+            return context.get_dummy_value()
+
+        return types.void(gaps, n, w), codegen
+
+    @intrinsic
+    def expand16(typingctx, out, i, k, r, nz, neg, gamma, weight, add):
+        """out[i .. i + 15] (+)= weight v: lane t takes the next k (k[r], k[r + 1], ...) where bit t
+        of nz is set, else 0; v = float32(k) gamma, negated where bit t of neg is set (as
+        float32(-k) gamma: rounding is symmetric), fp32 arithmetic as the scalar loop does it
+        (LLVM's masked.expandload: vpexpandd with AVX-512, scalar code elsewhere)."""
+
+        def codegen(context, builder, sig, args):
+            out_, i_, k_, r_, nz_, neg_, gamma_, weight_, add_ = args
+            f32, i32 = ir.FloatType(), ir.IntType(32)
+            vf, vi = ir.VectorType(f32, 16), ir.VectorType(i32, 16)
+            fn = cgutils.get_or_insert_function(
+                builder.module,
+                ir.FunctionType(vi, [ir.PointerType(i32), ir.VectorType(ir.IntType(1), 16), vi]),
+                "llvm.masked.expandload.v16i32",
+            )
+            kp = builder.bitcast(_at(context, builder, sig.args[2], k_, r_, 16), ir.PointerType(i32))
+            ks = builder.call(fn, [kp, _lanes(builder, nz_, 16), ir.Constant(vi, None)])
+
+            def splat(x):
+                return builder.shuffle_vector(
+                    builder.insert_element(ir.Constant(vf, None), x, ir.Constant(i32, 0)),
+                    ir.Constant(vf, None),
+                    ir.Constant(vi, [0] * 16),
+                )
+
+            v = builder.fmul(builder.sitofp(ks, vf), splat(gamma_))
+            v = builder.select(_lanes(builder, neg_, 16), builder.fsub(ir.Constant(vf, [-0.0] * 16), v), v)
+            op = _at(context, builder, sig.args[0], out_, i_, 16)
+            with builder.if_then(add_):
+                builder.store(builder.fadd(builder.load(op, align=4), builder.fmul(splat(weight_), v)), op, align=4)
+            with builder.if_then(builder.not_(add_)):
+                builder.store(v, op, align=4)
+            return context.get_dummy_value()
+
+        return types.void(out, i, k, r, nz, neg, gamma, weight, add), codegen
+
 
 OK, EARLY, UNARY_END, RANGE, TRIT_RANGE, TRIT_PAD, UNREAD = range(7)
 STATUS = {
@@ -397,10 +466,11 @@ _GROUP_BITS = np.array([(3**m - 1).bit_length() for m in range(30)], dtype=np.in
 # k_i - 1 zeros and a one for each k_i > 0 (psgd/compress/sparse_dither.py)
 
 GAMMA_BITS = 31
-_CHUNK = 243  # 3^5: five digits decoded per table look-up
-_CHUNK_NZ = np.array([sum((c // 3**t) % 3 > 0 for t in range(5)) for c in range(_CHUNK)], dtype=np.int64)
-# digit t of c in bits 2t, 2t + 1
-_CHUNK_DIGITS = np.array([sum(((c // 3**t) % 3) << (2 * t) for t in range(5)) for c in range(_CHUNK)], dtype=np.uint64)
+_DIGITS10 = np.array([[(c // 3**t) % 3 for t in range(10)] for c in range(3**10)], dtype=np.int64)
+# ten base-3 digits per table look-up: the non-zero ones in bits 0-9, the negative ones (2) in bits 16-25
+_MASKS10 = ((_DIGITS10 > 0) << np.arange(10)).sum(1) | ((_DIGITS10 == 2) << np.arange(16, 26)).sum(1)
+_MASKS10 = _MASKS10.astype(np.uint32)
+del _DIGITS10
 
 
 def unary_start(d: int) -> int:
@@ -501,40 +571,42 @@ def sparse_dither_encode(x, inv, random, k0, k1, k_cap, gamma_bits, buf, upos, k
 
 
 @device_fn
-def _signs(lo, hi, s, m):
-    """(digits two bits each, number of non-zero digits) of the m-digit group at bit s of hi:lo;
-    all ones when the group is out of range."""
-    g = np.int64(_bits_at(lo, hi, s, 46 if m == 29 else _GROUP_BITS[m]))
-    if g >= _POW3[m]:
-        return _ALL, 0
-    digits = _ZERO
-    nz = 0
-    for c in range(6):
-        r = g % _CHUNK
-        g //= _CHUNK
-        digits |= _CHUNK_DIGITS[r] << np.uint64(10 * c)
-        nz += _CHUNK_NZ[r]
-    return digits, nz
+def _group_masks(g):
+    """(non-zero digits, digits equal to 2) of the base-3 integer g < 3^29 as 29-bit masks."""
+    lo, hi = g % 59049, g // 59049
+    a, b, c = _MASKS10[lo], _MASKS10[hi % 59049], _MASKS10[hi // 59049]
+    ten = np.uint64(1023)
+    nz = np.uint64(a) & ten | (np.uint64(b) & ten) << np.uint64(10) | (np.uint64(c) & ten) << np.uint64(20)
+    neg = np.uint64(a >> 16) | np.uint64(b >> 16) << np.uint64(10) | np.uint64(c >> 16) << np.uint64(20)
+    return nz, neg
+
+
+@device_fn
+def _or_bits(bits, p, v):
+    """Or the word v into the bitmap at bit p (bits has a word past the last one)."""
+    s = np.uint64(p & 63)
+    bits[p >> 6] |= v << s
+    bits[(p >> 6) + 1] |= (v >> _ONE) >> (np.uint64(63) - s)
 
 
 @cpu
-def sparse_dither_check(words, nbits, max_q, signs):
-    """(status, end) of a sparse dithering body of d = signs.size coordinates, its signs written to
-    signs: every sign group in range, then one unary code per non-zero sign, each with at most
-    max_q zeros, the last ending at ``end`` == nbits."""
-    d = signs.size
+def sparse_dither_check(words, nbits, max_q, nonzero, negative, d):
+    """(status, end) of a sparse dithering body of d coordinates, its signs written as bitmaps
+    (zeroed, with a word to spare): bit i of ``nonzero`` for s_i != 0, of ``negative`` for s_i < 0.
+    Every sign group in range, then one unary code per non-zero sign, each with at most max_q
+    zeros, the last ending at ``end`` == nbits."""
     full, m = divmod(d, 29)
     nz = 0
     for grp in range(full + (m > 0)):
         p = GAMMA_BITS + 46 * grp
         size = 29 if grp < full else m
-        digits, c = _signs(words[p >> 6], words[(p >> 6) + 1], p & 63, size)
-        if digits == _ALL:
+        g = np.int64(_bits_at(words[p >> 6], words[(p >> 6) + 1], p & 63, 46 if size == 29 else _GROUP_BITS[size]))
+        if g >= _POW3[size]:
             return TRIT_RANGE, 0
-        group = signs[29 * grp : 29 * grp + size]
-        for t in range(size):
-            group[t] = (digits >> np.uint64(2 * t)) & np.uint64(3)
-        nz += c
+        a, b = _group_masks(g)
+        _or_bits(nonzero, 29 * grp, a)
+        _or_bits(negative, 29 * grp, b)
+        nz += np.int64(popcount(a))
     upos = GAMMA_BITS + 46 * full + _GROUP_BITS[m]
     end = _after_ones(words, upos, nbits, nz)
     if end < 0:
@@ -565,34 +637,61 @@ def sparse_dither_check(words, nbits, max_q, signs):
     return (OK if end == nbits else UNREAD), end
 
 
+BLOCK = 1024  # coordinates per round of unary reading: 16 bitmap words, 64 vectors of 16
+
+
 @cpu
-def sparse_dither_values(words, signs, gamma, weight, out, add):
+def sparse_dither_values(words, nonzero, negative, gamma, weight, out, add, k):
     """out_i = s_i k_i gamma (fp32), or with ``add`` out_i += weight (s_i k_i gamma), from a checked
-    body and its signs (0, 1 for +, 2 for -). Branch-free but for word changes: a zero sign
-    consumes no unary code (w &= w - 0), the sign is a product (signs are coin flips to a predictor)."""
-    d = signs.size
+    body and its sign bitmaps. Blocks of BLOCK coordinates: the k_i of the block's non-zero signs
+    are read from the unary codes a word at a time (vector compress of the ones' positions), then
+    spread over the coordinates 16 at a time (vector expand); ``k``: scratch of BLOCK + 128 int32."""
+    d = out.size
     full, m = divmod(d, 29)
     upos = GAMMA_BITS + 46 * full + _GROUP_BITS[m]
-    last = words.size - 1
     i = upos >> 6
     w = words[i] & ~_mask(upos & 63)
-    while w == 0 and i < last:
-        i += 1
-        w = words[i]
-    p = upos  # the first bit of the next unary code
-    for n in range(d):
-        s = np.int64(signs[n])
-        nz = np.int64(s != 0)
-        after = 64 * i + np.int64(trailing_zeros(w)) + 1
-        k = (after - p) & -nz
-        p = after if nz else p
-        w &= w - np.uint64(nz)
-        if w == 0:
-            while w == 0 and i < last:
+    last_one = upos - 1
+    have = 0  # codes read into k, not yet used
+    for start in range(0, d - d % 16, BLOCK):
+        size = min(BLOCK, d - d % 16 - start)
+        need = 0
+        for j in range(start >> 6, (start + size + 63) >> 6):
+            need += np.int64(popcount(nonzero[j]))
+        while have < need:
+            c = np.int64(popcount(w))
+            unary_gaps(k, have, w)
+            k[have] = 64 * i + np.int64(trailing_zeros(w)) - last_one
+            last_one = 64 * i + 63 - np.int64(leading_zeros(w)) if c else last_one
+            have += c
+            i += 1
+            w = words[i]
+        r = 0
+        for v in range(start, start + size, 16):
+            j, s = v >> 6, np.uint64(v & 63)
+            nz = (nonzero[j] >> s) & np.uint64(0xFFFF)
+            expand16(out, v, k, r, nz, (negative[j] >> s) & np.uint64(0xFFFF), gamma, weight, add)
+            r += np.int64(popcount(nz))
+        for t in range(have - r):
+            k[t] = k[r + t]
+        have -= r
+    r = 0
+    for n in range(d - d % 16, d):  # the last coordinates one at a time
+        nz = (nonzero[n >> 6] >> np.uint64(n & 63)) & _ONE
+        if nz and r == have:
+            while w == 0:
                 i += 1
                 w = words[i]
-        v = np.float32(k * (1 - (s & 2))) * gamma  # -(k gamma) for s = 2: rounding is symmetric
+            k[have] = 64 * i + np.int64(trailing_zeros(w)) - last_one
+            last_one += k[have]
+            w &= w - _ONE
+            have += 1
+        q = np.int64(k[r]) * np.int64(nz)
+        neg = (negative[n >> 6] >> np.uint64(n & 63)) & _ONE
+        x = np.float32(q) * gamma
+        x = -x if neg else x
+        r += np.int64(nz)
         if add:
-            out[n] += weight * v
+            out[n] += weight * x
         else:
-            out[n] = v
+            out[n] = x
