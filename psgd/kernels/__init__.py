@@ -9,6 +9,7 @@ reference. ``PSGD_KERNELS=reference`` forces the references everywhere (for comp
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Callable
@@ -40,9 +41,9 @@ class CpuKernel:
     """A numba-compiled function; ``kernel(*arrays)`` runs it. Use ``usable(t)`` first: False on
     CUDA tensors, with kernels off, or once compilation has failed (then one warning)."""
 
-    def __init__(self, fn: Callable) -> None:
+    def __init__(self, fn: Callable, fastmath: set[str] | bool = False) -> None:
         self.fn = fn
-        self.jit = numba.njit(cache=True, nogil=True)(fn) if numba is not None else None
+        self.jit = numba.njit(cache=True, nogil=True, fastmath=fastmath)(fn) if numba is not None else None
         self.broken = False
 
     def usable(self, *tensors: torch.Tensor) -> bool:
@@ -73,15 +74,26 @@ def run(kernel: CpuKernel, tensors: tuple, fast: Callable, reference: Callable):
     return reference()
 
 
-def device_fn(fn: Callable) -> Callable:
-    """A helper that compiled kernels call (numba-compiled, inlined into its callers); the plain
-    function where numba is missing."""
-    return numba.njit(cache=True, inline="always")(fn) if numba is not None else fn
+def device_fn(fn: Callable | None = None, *, fastmath: set[str] | None = None) -> Callable:
+    """Decorator: a helper that compiled kernels call (numba-compiled, inlined into its callers); the
+    plain function where numba is missing. ``@device_fn(fastmath={"reassoc"})`` lets numba reorder its
+    float sums into vector lanes: such a helper is compiled on its own, not inlined, so the flags
+    apply to its code alone (the order is fixed by the machine's compiled code, the same every run)."""
+    if fn is None:
+        return functools.partial(device_fn, fastmath=fastmath)
+    if numba is None:
+        return fn
+    if fastmath:
+        return numba.njit(cache=True, nogil=True, fastmath=fastmath)(fn)
+    return numba.njit(cache=True, inline="always")(fn)
 
 
-def cpu(fn: Callable) -> CpuKernel:
-    """Decorator: a CPU kernel over numpy arrays (see CpuKernel)."""
-    return CpuKernel(fn)
+def cpu(fn: Callable | None = None, *, fastmath: set[str] | bool = False) -> CpuKernel | Callable:
+    """Decorator: a CPU kernel over numpy arrays (see CpuKernel); ``@cpu(fastmath=...)`` passes
+    numba's fastmath flags."""
+    if fn is None:
+        return functools.partial(CpuKernel, fastmath=fastmath)
+    return CpuKernel(fn, fastmath)
 
 
 def np_view(t: torch.Tensor):

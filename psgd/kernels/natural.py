@@ -20,12 +20,14 @@ import numpy as np
 import torch
 
 from psgd.kernels import cpu, device_fn, np_view, rng, run
+from psgd.kernels import triton as gpu
 from psgd.kernels.dither import random24
 from psgd.wire.bits import pack_bits, unpack_bits
 
 CHUNK = 4096  # elements per block: the field loop vectorises, then the block's sign bytes while x is in cache
 _MIN_EXP = -126  # the smallest binary32 normal exponent
 _BIAS = 127
+_TRITON_ENCODE = (torch.float32, torch.float16, torch.bfloat16)  # the dtypes the Triton encoder reads
 
 
 def fields_ref(x: torch.Tensor, u: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,6 +128,10 @@ def natural_encode(x: torch.Tensor, key: int | None, body: torch.Tensor) -> floa
     (``rng.uniform(key, d, x)``), natural rounding when key is None. Returns max |x_i|: the caller
     refuses x that rounds beyond its range (the body is then meaningless)."""
     d = x.numel()
+    if gpu.available(x, body) and x.dtype in _TRITON_ENCODE and x.is_contiguous() and body.is_contiguous():
+        from psgd.kernels.triton import natural
+
+        return natural.natural_encode(x, key, body)
 
     def compiled():
         k0, k1 = rng.split(key or 0)
@@ -145,6 +151,11 @@ def natural_encode(x: torch.Tensor, key: int | None, body: torch.Tensor) -> floa
 def natural_into(body: torch.Tensor, out: torch.Tensor, weight: float, add: bool) -> None:
     """out = C(x) (add False) or out += weight C(x) (add True) from a natural body, in out's dtype."""
     d = out.numel()
+    if gpu.available(out, body) and out.dtype == torch.float32 and out.is_contiguous() and body.is_contiguous():
+        from psgd.kernels.triton import natural
+
+        natural.natural_into(body, out, weight, add)
+        return
 
     def compiled():
         natural_into_kernel(np_view(body), np_view(out), np_view(out).dtype.type(weight), add)

@@ -19,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from psgd.kernels import cpu, device_fn, np_view, numba, run
+from psgd.kernels import cpu, device_fn, np_view, run
+from psgd.kernels import triton as gpu
 from psgd.wire.bits import pack_bits, unpack_bits
 
 
@@ -43,13 +44,6 @@ def pack_signs_kernel(x, ends, bits, l1):
         _pack_byte(x, n // 8, bits)
 
 
-def reassociating(fn):
-    """A compiled helper whose float sums numba may reorder into vector lanes (fastmath "reassoc"; not
-    inlined, so the flag stays its own): eight times fewer dependent adds. The order is fixed by the
-    machine's compiled code, the same in every run."""
-    return numba.njit(cache=True, nogil=True, fastmath={"reassoc"})(fn) if numba is not None else fn
-
-
 # The helpers index slices from 0: provably non-negative indices let numba drop its wraparound
 # checks, and the loops vectorise.
 @device_fn
@@ -61,7 +55,7 @@ def _pack_bytes(x, bits):
         bits[k] = byte
 
 
-@reassociating
+@device_fn(fastmath={"reassoc"})  # the float sum in vector lanes: eight times fewer dependent adds
 def _pack_bytes_l1(x, bits):
     total = 0.0
     for k in range(bits.size):
@@ -152,6 +146,10 @@ def sign_values_ref(bits: torch.Tensor, sizes: list[int], p: torch.Tensor) -> to
 def pack_signs(x: torch.Tensor, sizes: list[int], bits: torch.Tensor, l1: bool) -> torch.Tensor | None:
     """Write the sign bits of x into ``bits`` (ceil(d/8) uint8); return each block's float64 l1 when asked."""
     fast = x.dtype == torch.float32 and x.is_contiguous()
+    if fast and gpu.available(x, bits) and bits.is_contiguous():
+        from psgd.kernels.triton import signs
+
+        return signs.pack_signs(x, sizes, bits, l1)
 
     def compiled():
         norms = torch.empty(len(sizes), dtype=torch.float64) if l1 else None
@@ -169,6 +167,11 @@ def pack_signs(x: torch.Tensor, sizes: list[int], bits: torch.Tensor, l1: bool) 
 def sign_values(bits: torch.Tensor, sizes: list[int], p: torch.Tensor, out: torch.Tensor, add: bool) -> None:
     """out (+)= +-p_b per coordinate, in place (p holds one value per block, in out's dtype)."""
     fast = out.dtype == p.dtype == torch.float32 and out.is_contiguous()
+    if fast and gpu.available(out, bits, p) and bits.is_contiguous() and p.is_contiguous():
+        from psgd.kernels.triton import signs
+
+        signs.sign_values(bits, sizes, p, out, add)
+        return
 
     def compiled():
         sign_values_kernel(np_view(bits), np.cumsum(sizes), np_view(p), np_view(out), add)

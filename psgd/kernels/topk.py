@@ -23,7 +23,7 @@ import torch
 
 from psgd import kernels
 from psgd.kernels import cpu, device_fn, np_view
-from psgd.kernels.sparse import empty
+from psgd.kernels import triton as gpu
 
 _LOW = 15  # the low bits of the 31-bit key counted in the refining histogram; 2^16 bins above them
 _FEW = 64  # below n / _FEW kept coordinates a branch per coordinate beats writing every one (measured)
@@ -133,6 +133,10 @@ def top_k(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     first among ties."""
     if x.dtype != torch.float32 or x.numel() >= 2**31:
         return top_k_ref(x, k)
+    if gpu.available(x):
+        from psgd.kernels.triton import topk
+
+        return topk.top_k(x.contiguous(), k)
 
     def fast():
         idx, val = _top_k(np_view(x.contiguous()).view(np.uint32), k)
@@ -182,7 +186,7 @@ def at_least(x: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
 
     def fast():
         kept = _count_at_least(a, a.dtype.type(lam))
-        idx, val = empty(kept + 1, np.int64), empty(kept + 1, a.dtype)
+        idx, val = torch.empty(kept + 1, dtype=torch.int64), torch.empty(kept + 1, dtype=x.dtype)
         _at_least(a, a.dtype.type(lam), np_view(idx), np_view(val))
         return idx[:kept], val[:kept]
 

@@ -26,6 +26,14 @@ def _importable() -> bool:
     return True
 
 
-def available(t: torch.Tensor) -> bool:
-    """Run t's codec through these kernels: t on CUDA, Triton importable, PSGD_KERNELS != "reference"."""
-    return t.device.type == "cuda" and os.environ.get("PSGD_KERNELS", "") != "reference" and _importable()
+def available(t: torch.Tensor, *others: torch.Tensor) -> bool:
+    """Run t's codec through these kernels: t on CUDA with fewer than 2^31 - BLOCK coordinates (the
+    kernels index with int32), the tensors ``others`` on t's device, Triton importable,
+    PSGD_KERNELS != "reference"."""
+    return (
+        t.device.type == "cuda"
+        and t.numel() < 2**31 - BLOCK
+        and all(o.device == t.device for o in others)
+        and os.environ.get("PSGD_KERNELS", "") != "reference"
+        and _importable()
+    )
