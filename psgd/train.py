@@ -2,6 +2,8 @@
 
 Rank 0 is the parameter server, ranks 1..n are workers. ``--simulate N`` runs the same
 job with N workers in this process (no MPI); it gives the same losses and byte counts.
+A user's own script calls ``psgd.main(make_task)`` (``main(task=...)``): the same command line
+with its task, run as ``mpirun -n 5 python my_script.py [CONFIG] [--set ...]``.
 """
 
 from __future__ import annotations
@@ -26,13 +28,16 @@ from psgd.runtime.server import ServerNode
 from psgd.runtime.signals import STOPPED, StopRequest
 from psgd.runtime.simulate import run_in_process
 from psgd.tasks import registered as tasks
+from psgd.tasks.registry import use as tasks_use
 
 EPILOG = """\
 config keys (any of them with --set key=value; values are TOML, bare words are strings):
   name, seed, rounds, eval_every, device = auto|cpu|cuda, checkpoint_every (0: at the end only),
   link (emulated network, e.g. "bandwidth=1Gbit,latency=50us"; empty: none),
   timeout_s (seconds a rank waits for a frame before the job ends as stalled; 0: automatic)
-  task.name = {tasks}; task.batch_size, task.split = iid|label_skew, and the task's own keys
+  task.name = {tasks}, or package.module:factory | path/to/file.py:factory (a user's task);
+      task.batch_size, task.split = iid|label_skew (|dirichlet with task.alpha for user and npz tasks),
+      and the task's own keys
   method.name = {methods}; method.uplink, method.downlink (compressor specs such as
       topk:ratio=0.01, scaled_sign, identity; see python -m psgd.compress),
       method.lr, method.momentum, method.nesterov, method.weight_decay, method.decay_norm_and_bias,
@@ -43,9 +48,9 @@ exit status: 0 done, 2 bad input (config, CLI, data path, payload) or a stalled 
 """
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(prog: str = "python -m psgd.train") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m psgd.train",
+        prog=prog,
         description=__doc__,
         epilog=EPILOG.format(tasks=", ".join(sorted(tasks())), methods=", ".join(sorted(methods()))),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -288,7 +293,7 @@ def mpi_main(cfg, args) -> int:
             node = WorkerNode(cfg, rank, size - 1, device)
     except PsgdError as e:
         error = str(e)
-    except (OSError, RuntimeError, ValueError) as e:
+    except Exception as e:  # a user's model or data too: one line, and every rank still reaches the agreement
         error = f"{type(e).__name__}: {e}"
     message = setup_failure(comm, error)  # every rank agrees before any payload moves
     if message is not None:
@@ -341,20 +346,43 @@ def serve(node, transport, comm) -> int:
     return node.exit_status
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def agreed_config(args, comm) -> config.RunConfig | None:
+    """Under MPI: the config, once every rank has loaded it (a user's task is imported on each,
+    and a module missing on one node must not leave the others waiting); None where any failed,
+    rank 0 having printed the one message."""
+    cfg, error = None, None
+    try:
+        cfg = load_config(args)
+    except PsgdError as e:
+        error = str(e)
+    message = setup_failure(comm, error)
+    if message is not None:
+        if comm.Get_rank() == 0:
+            fail(message)
+        return None
+    return cfg
+
+
+def main(argv: list[str] | None = None, task=None) -> int:
+    """The command line; ``task`` (a user's factory, psgd.task(...)-returning function or Task
+    subclass) sets task.name to its import path, so the run folder resumes and reports as any."""
+    prog = "python -m psgd.train" if task is None else f"python {Path(sys.argv[0]).name}"
+    args = parser(prog).parse_args(argv)
     torch.set_num_threads(1)  # one core per rank; also keeps MPI and simulation bit-identical
     args.stop = StopRequest().install()  # every rank: SIGTERM/SIGUSR1 stop the job at a round boundary
-    rank = 0
+    rank, comm = 0, None
     if args.simulate is None:
         from mpi4py import MPI
 
-        rank = MPI.COMM_WORLD.Get_rank()
+        comm = MPI.COMM_WORLD
+        rank = comm.Get_rank()
     try:
-        cfg = load_config(args)
+        if task is not None:
+            args.set = [f"task.name={config._toml_value(tasks_use(task))}", *args.set]
         if args.simulate is not None:
-            return simulate_main(cfg, args.simulate, args)
-        return mpi_main(cfg, args)
+            return simulate_main(load_config(args), args.simulate, args)
+        cfg = agreed_config(args, comm)
+        return 2 if cfg is None else mpi_main(cfg, args)
     except Interrupted as e:
         if rank == 0:
             print(f"psgd: {e}", file=sys.stderr, flush=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -14,12 +15,13 @@ class TaskOptions:
     name: str = "digits_mlp"
     batch_size: int = 32
     split: str = "iid"  # "iid" or "label_skew" (heterogeneous: each worker sees few classes)
+    SPLITS: ClassVar[tuple[str, ...]] = ("iid", "label_skew")
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"task.batch_size must be >= 1, got {self.batch_size}")
-        if self.split not in ("iid", "label_skew"):
-            raise ValueError(f"task.split must be 'iid' or 'label_skew', got {self.split!r}")
+        if self.split not in self.SPLITS:
+            raise ValueError(f"task.split must be one of {', '.join(self.SPLITS)}, got {self.split!r}")
 
 
 class WorkerOracle(ABC):
