@@ -47,7 +47,27 @@ def check_simulate_example(ns: dict) -> None:
     assert set(r.body_up[1:]) == {3 * 5} and r.body_up[0] == 3 * 4 * 5
 
 
-CHECKS = {"x_hat": check_compress_example, "r": check_simulate_example}
+def check_user_task_example(ns: dict) -> None:
+    """The user's CNN (README "Your own model and data") trains through psgd.main as the
+    README's command line runs it (--simulate 4, EF21 with top-k): a finite loss that falls,
+    a test accuracy, and EF21's uplinks after round 0 each k fp32 values and indices."""
+    import json
+    import tempfile
+
+    import psgd
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sets = ["method.name=ef21", "method.uplink=topk:ratio=0.05", "method.downlink=identity", "method.lr=0.05",
+                "task.batch_size=32", "rounds=30", "eval_every=30"]  # fmt: skip
+        argv = ["--simulate", "4", "--quiet", "--out", f"{tmp}/cnn", *(a for s in sets for a in ("--set", s))]
+        ns["make_task"].__module__ = "my_cnn"  # exec gives the example's functions no module
+        assert psgd.main(ns["make_task"], argv) == 0
+        rounds = [json.loads(line) for line in Path(f"{tmp}/cnn/rounds.jsonl").read_text().splitlines()]
+    assert rounds[-1]["loss"] < rounds[0]["loss"] and rounds[-1]["test_accuracy"] > 0.5
+    assert len({tuple(r["bytes_up"]) for r in rounds[1:]}) == 1
+
+
+CHECKS = {"x_hat": check_compress_example, "r": check_simulate_example, "make_task": check_user_task_example}
 
 
 @pytest.mark.parametrize("block", re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S))
