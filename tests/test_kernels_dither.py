@@ -1,19 +1,19 @@
 """psgd.kernels.dither: the compiled random dithering kernels (fixed-length and Elias codes)
 against their torch references, bit for bit (message bytes, decode, accumulate), over sizes,
-seeds and edge values; the 32-bit counter draws against psgd.kernels.rng."""
+seeds and edge values; the norm kernel; the CUDA path through the Triton kernels."""
 
 from __future__ import annotations
 
-import numba
-import numpy as np
+import math
+import os
+
 import pytest
 import torch
 
 from psgd.compress import make
+from psgd.compress.dithering import wire_norm
 from psgd.errors import FrameError
-from psgd.kernels import rng
 from psgd.kernels.dither import width
-from psgd.kernels.rng import random24
 
 SIZES = [1, 2, 7, 8, 9, 31, 33, 1000, 4099, 100003]
 SPECS = [
@@ -69,16 +69,58 @@ def test_compiled_equals_reference(monkeypatch, spec, d):
         assert torch.equal(accs[0], start + dec_r)  # weight 1: the floats of out + decode
 
 
-def test_random24_is_the_counter_uniform():
-    @numba.njit
-    def draws(k0, k1, n):
-        out = np.empty(n, np.float32)
-        for i in range(n):
-            out[i] = np.float32(random24(k0, k1, i)) * np.float32(2.0**-24)
-        return out
+@pytest.mark.parametrize("p", [2.0, math.inf])
+def test_norm_kernel(monkeypatch, p):
+    """||x||_p: the float64 sum of squares (or the max) of the compiled kernel is the reference's
+    fp32 wire norm, NaN for NaN input, +0 for zeros of either sign."""
+    cases = [vector(d, seed) for d in SIZES for seed in range(3)]
+    cases += [
+        torch.tensor([-0.0, 0.0, -0.0]),
+        torch.tensor([1e-45]),
+        torch.tensor([3e38, -3e38]),
+        torch.full((77,), -2.5),
+    ]
+    for x in cases:
+        exact, norm = wire_norm(x, p)
+        monkeypatch.setenv("PSGD_KERNELS", "reference")
+        exact_r, norm_r = wire_norm(x, p)
+        monkeypatch.delenv("PSGD_KERNELS")
+        assert exact.dtype == torch.float64 and same_bits(norm, norm_r)
+        assert float(exact) == pytest.approx(float(exact_r), rel=1e-14) and not math.copysign(1, float(exact)) < 0
+        assert float(norm) >= float(torch.linalg.vector_norm(x.double(), ord=p))  # rounded up
+    for bad in (float("nan"), float("inf")):
+        x = torch.ones(100)
+        x[57] = bad
+        assert not math.isfinite(float(wire_norm(x, p)[0]))
 
-    for key in (0, 1, 2**64 - 1, 0xDEADBEEF12345678):
-        assert torch.equal(torch.from_numpy(draws(*rng.split(key), 5000)), rng.uniform_ref(key, 5000))
+
+def test_cuda_path_takes_the_triton_kernels(monkeypatch):
+    """On CUDA the dispatchers launch psgd.kernels.triton.dither; without a GPU that runs in Triton's
+    interpreter on CPU tensors, available() forced: the same bytes and floats as the CPU kernels."""
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")  # read when the kernels are defined
+    pytest.importorskip("triton")
+    from psgd.kernels import triton as gpu
+
+    device = "cuda" if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1" else "cpu"
+    expected = {}
+    for spec in ("qsgd:s=16", "terngrad", "natural_dither:s=8"):
+        for d in (9, 1000):
+            expected[spec, d] = outputs(
+                make(spec), vector(d, 1), 1, torch.randn(d, generator=torch.Generator().manual_seed(2))
+            )
+    if device == "cpu":
+        monkeypatch.setattr(gpu, "available", lambda t: True)
+    for (spec, d), (raw, dec, into, accs) in expected.items():
+        c = make(spec)
+        start = torch.randn(d, generator=torch.Generator().manual_seed(2))
+        m = c.encode(vector(d, 1).to(device), torch.Generator(device).manual_seed(1))
+        assert m.to_bytes() == raw
+        parsed = c.from_bytes(bytearray(raw), device)
+        assert same_bits(c.decode(parsed).cpu(), dec)
+        assert same_bits(c.decode_into(parsed, torch.full((d,), 7.0, device=device)).cpu(), into)
+        for w, acc in zip((1.0, -1.0, 0.5), accs, strict=True):
+            assert same_bits(c.accumulate(parsed, start.to(device, copy=True), w).cpu(), acc)
 
 
 @pytest.mark.parametrize("spec", ["qsgd:s=16", "natural_dither:s=8", "qsgd:p=inf,s=5"])

@@ -15,9 +15,10 @@ ceil(log2(s+1)) bits (zero keeps its sign bit): 32 + d(1 + ceil(log2(s+1))) bits
 (TernGrad: 32 + 2d). QSGD with ``coding=elias`` (QSGD Thm 3.2): the norm, then for the
 nonzero coordinates Elias-gamma gaps between positions, sign bits and Elias-gamma levels,
 written split (psgd.wire.codes); the exact length rides in the header.
-The norm is rounded up to fp32 before the levels are drawn, so E C(x) = x with the norm the
-decoder sees and no level exceeds s. The norm is summed in float64 when fp32 squares overflow;
-one beyond fp32 (or x's dtype) is refused, NonFiniteError.
+The norm's squares are summed in float64 and the norm rounded up to fp32 before the levels are
+drawn, so E C(x) = x with the norm the decoder sees, no level exceeds s, and every device sends
+the same norm (float64 sums in different orders differ far below fp32's rounding). A norm beyond
+fp32 (or x's dtype) is refused, NonFiniteError.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from psgd.kernels.dither import (
     max_level,
     natural_level_values,
     scatter_into,
+    vector_norm,
     width,
 )
 from psgd.kernels.dither import natural_levels as natural_levels  # the references topk_compose rounds with
@@ -53,15 +55,10 @@ def work_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def wire_norm(x: torch.Tensor, p: float, work: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(||x||_p computed in work, by default x's work dtype; the fp32 the decoder will read, rounded
-    up so that |x_i| <= norm). In fp32 a sum of squares overflows from ||x||_2 ~ 1.8e19: the
-    first is then inf, and the caller redoes it in float64."""
-    if p == INF:  # max |x_i| from the extremes: one cheap pass (vector_norm's is 50x slower on the CPU)
-        lo, hi = torch.aminmax(x)
-        n = torch.maximum(-lo, hi).to(work or work_dtype(x))
-    else:
-        n = torch.linalg.vector_norm(x, ord=p, dtype=work or work_dtype(x))
+def wire_norm(x: torch.Tensor, p: float, work: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    """(||x||_p computed in work: float64, the wire's definition, by default (kernels.dither.vector_norm);
+    the fp32 the decoder will read, rounded up so that |x_i| <= norm)."""
+    n = vector_norm(x, p, work)
     n32 = n.to(torch.float32)
     return n, torch.where(n32.to(n.dtype) < n, torch.nextafter(n32, n32.new_tensor(INF)), n32)
 
@@ -122,9 +119,9 @@ class _Dithering(Compressor):
         """The value of uniform level 1: norm / s in work."""
         return norm.to(work) / self._s
 
-    def _encode(self, x, generator, work: torch.dtype | None = None):
-        exact, norm = wire_norm(x, self._p, work)
-        inv = inverse(norm, work or work_dtype(x))
+    def _encode(self, x, generator):
+        exact, norm = wire_norm(x, self._p)
+        inv = inverse(norm, work_dtype(x))
         head = norm.reshape(1).view(torch.uint8)
         key = draw_key(generator)
         if not self._elias:
@@ -141,11 +138,7 @@ class _Dithering(Compressor):
             w.bits(negative)
             w.gammas(levels)
             meta, body = (gaps.numel(), w.nbits), torch.cat([head, w.packed()])
-        # checked last, so that a GPU waits for nothing but the finished message
-        n = float(exact)
-        if math.isinf(n) and work is None and x.dtype != torch.float64:  # an fp32 sum of squares overflowed
-            return self._encode(x, generator, torch.float64)
-        check_fits(norm_name(self._p), n, x.dtype)
+        check_fits(norm_name(self._p), float(exact), x.dtype)  # checked last: a GPU waits only for the message
         return meta, body
 
     def _parse(self, m: Message):
