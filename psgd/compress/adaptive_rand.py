@@ -32,8 +32,7 @@ class AdaptiveRand(Scattered, Compressor):
         return (), pack_sparse(values, idx, x.numel()), (sent_values(values, x.dtype), idx)
 
     def _parse(self, m):
-        values, idx = validate_sparse(self.name, m.body, 1, m.d)
-        return values.to(m.dtype), idx
+        return validate_sparse(self.name, m.body, 1, m.d, m.dtype)
 
     def _bits(self, d):
         return 32 + index_bits(d)

@@ -20,10 +20,12 @@ import msgpack
 import torch
 
 from psgd.errors import FrameError, NonFiniteError
+from psgd.wire.frame import is_int
 
 DTYPES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
 DTYPE_OF_CODE = {v: k for k, v in DTYPES.items()}
 MAX_MESSAGE_HEADER = 32
+MAX_D = 2**31  # the largest dimension a message may declare when the receiver does not say which it expects
 FP32_MAX = torch.finfo(torch.float32).max
 SEED = "seed"  # in a meta layout: a 32-bit seed the decoder shares (not counted in bits, as SPEC says)
 SENT = "sent"  # in a meta layout: a count or length that depends on x
@@ -95,6 +97,19 @@ def check_fits(what: str, value: float, dtype: torch.dtype) -> None:
 def narrowest(dtype: torch.dtype) -> str:
     """The format that bounds ``largest(dtype)``: fp32 (the wire) or the decoded dtype."""
     return "fp32" if largest(dtype) == FP32_MAX else str(dtype).removeprefix("torch.")
+
+
+def require_fits(name: str, values: torch.Tensor, what: str, dtype: torch.dtype) -> None:
+    """FrameError unless every received value is finite and stays finite decoded to dtype: the
+    values' extremes (one read) within ``largest(dtype)``."""
+    if values.numel() and not float(magnitude(values)) <= largest(dtype):
+        raise FrameError(f"{name}: non-finite {what} (in {narrowest(dtype)})")
+
+
+def magnitude(x: torch.Tensor) -> torch.Tensor:
+    """max |x_i| from one read of x (``x.abs().max()`` writes a dense temporary first); NaN if any is."""
+    lo, hi = torch.aminmax(x)
+    return torch.maximum(-lo, hi)
 
 
 def require_finite(name: str, values: torch.Tensor, what: str) -> None:
@@ -197,10 +212,19 @@ class Compressor(ABC):
         is kept in m.parsed for decode and accumulate. By default nothing to read: None."""
         return None
 
-    def from_bytes(self, data: bytes, device: str | torch.device = "cpu", d: int | None = None) -> Message:
-        """Parse and validate bytes produced by ``to_bytes``; malformed bytes raise FrameError.
-        ``d``, when given, is the size the receiver expects: a message of another size is refused
-        before its body is read. The body is read in place where ``data`` is writable."""
+    def from_bytes(
+        self,
+        data: bytes,
+        device: str | torch.device = "cpu",
+        d: int | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Message:
+        """Parse and validate bytes produced by ``to_bytes``; malformed bytes raise FrameError, never
+        another exception. ``d`` and ``dtype``, when given, are the size and dtype the receiver
+        expects: a message of another size or dtype is refused before its body is read (without
+        ``d``, a dimension above MAX_D is). Every size is checked against the body's length before
+        anything is allocated, and a body that would decode to a non-finite value is refused.
+        The body is read in place where ``data`` is writable."""
         unpacker = msgpack.Unpacker(max_buffer_size=MAX_MESSAGE_HEADER * 2, raw=False)
         unpacker.feed(bytes(data[: MAX_MESSAGE_HEADER * 2]))
         try:
@@ -213,25 +237,37 @@ class Compressor(ABC):
         codec, header_d, dtype_code, *meta = header
         if codec != self.name:
             raise FrameError(f"{self.name}: message is for codec {codec!r}")
-        if not (isinstance(header_d, int) and not isinstance(header_d, bool) and header_d >= 1):
+        if not (is_int(header_d) and header_d >= 1):
             raise FrameError(f"{self.name}: bad dimension {header_d!r}")
         if d is not None and header_d != d:
             raise FrameError(f"{self.name}: message of dimension {header_d}, expected {d}")
+        if header_d > MAX_D:
+            raise FrameError(f"{self.name}: dimension {header_d} above {MAX_D} (the receiver did not give d)")
         d = header_d
-        if dtype_code not in DTYPE_OF_CODE:
+        if not (is_int(dtype_code) and dtype_code in DTYPE_OF_CODE):
             raise FrameError(f"{self.name}: bad dtype code {dtype_code!r}")
+        if dtype is not None and DTYPE_OF_CODE[dtype_code] != dtype:
+            raise FrameError(f"{self.name}: message of dtype {DTYPE_OF_CODE[dtype_code]}, expected {dtype}")
+        nbytes = len(data) - offset
         try:
+            if 8 * nbytes < self.min_bits(d):  # before the fields: no per-block work for a huge d in a short body
+                raise ValueError(f"d={d} needs at least {self.min_bits(d)} bits, the body has {8 * nbytes}")
             self.check_meta(d, tuple(meta))
             expected = self.body_bytes(d, tuple(meta))
-        except (ValueError, TypeError) as e:
+        except (ValueError, TypeError, ArithmeticError) as e:
             raise FrameError(f"{self.name}: bad header fields ({e})") from None
-        if len(data) - offset != expected:
-            raise FrameError(f"{self.name}: body has {len(data) - offset} bytes, header implies {expected}")
+        if nbytes != expected:
+            raise FrameError(f"{self.name}: body has {nbytes} bytes, header implies {expected}")
         body = body_tensor(data, offset, expected).to(device, non_blocking=True)
         m = Message(codec, d, DTYPE_OF_CODE[dtype_code], tuple(meta), body)
         self._validate(m)
         object.__setattr__(m, "parsed", self._parse(m))
         return m
+
+    def min_bits(self, d: int) -> int:
+        """A lower bound on the bits of every message of dimension d, from arithmetic alone:
+        from_bytes checks it first, so a huge d in a short body is refused before any work in d."""
+        return 0
 
     def _validate(self, m: Message) -> None:
         """Check body contents a decoder would trust that ``_parse`` does not read; raise FrameError."""
@@ -261,7 +297,7 @@ class Compressor(ABC):
         if len(meta) != len(layout):
             raise ValueError(f"{len(meta)} header fields, expected {len(layout)}")
         for v, want in zip(meta, layout, strict=True):
-            if not isinstance(v, int) or isinstance(v, bool):
+            if not is_int(v):
                 raise ValueError(f"header field {v!r} is not an integer")
             if want == SEED and not 0 <= v < 2**32:
                 raise ValueError(f"seed={v}")

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from psgd.compress.base import SEED, SENT, Compressor, Message
-from psgd.compress.layout import FIVE_MIB, blocks, check_bucket
+from psgd.compress.layout import FIVE_MIB, block_count, blocks, check_bucket
 from psgd.compress.randomness import block_seed, draw_seed
 from psgd.compress.registry import register
 from psgd.compress.scaled import parse_inner
@@ -39,6 +39,10 @@ from psgd.wire.codes import BitReader, BitWriter, join_bits, split_bits
 class _Blockwise(Compressor):
     def sizes(self, d: int) -> list[int]:
         raise NotImplementedError
+
+    def min_bits(self, d):
+        """Every block's message has a bit at least (its count, or a gamma-coded field)."""
+        return len(self.sizes(d))
 
     @property
     def unbiased(self) -> bool:  # type: ignore[override]
@@ -187,3 +191,6 @@ class Bucket(_Blockwise):
 
     def sizes(self, d):
         return blocks(self.name, d, self.size, self.layers)
+
+    def min_bits(self, d):
+        return block_count(self.name, d, self.size, self.layers)

@@ -15,16 +15,10 @@ from typing import ClassVar
 
 import torch
 
-from psgd.compress.base import Compressor, Message
+from psgd.compress.base import Compressor, Message, magnitude, require_fits
 from psgd.compress.registry import register
-from psgd.errors import FrameError, NonFiniteError
+from psgd.errors import NonFiniteError
 from psgd.kernels.cast import add_widened
-
-
-def magnitude(x: torch.Tensor) -> torch.Tensor:
-    """max |x_i| from one read of x (``x.abs().max()`` writes a dense temporary first)."""
-    lo, hi = torch.aminmax(x)
-    return torch.maximum(-lo, hi)
 
 
 class _Cast(Compressor):
@@ -39,11 +33,11 @@ class _Cast(Compressor):
         return (), x.to(self.target).contiguous().view(torch.uint8).reshape(-1)
 
     def _parse(self, m: Message) -> torch.Tensor:
-        """The narrow values (a view of the body), all finite: min and max are, from one read (a sum
-        in fp16 overflows, and the element check writes d booleans)."""
+        """The narrow values (a view of the body), all finite in the message's dtype (bf16 beyond
+        fp16's 65504 is not): min and max from one read (a sum in fp16 overflows, and the element
+        check writes d booleans)."""
         values = m.body.view(self.target)
-        if not bool(torch.isfinite(magnitude(values))):
-            raise FrameError(f"{self.name}: non-finite value")
+        require_fits(self.name, values, "value", m.dtype)
         return values
 
     def _decode(self, m: Message) -> torch.Tensor:

@@ -41,8 +41,7 @@ class HardThreshold(Scattered, Compressor):
         return (idx.numel(),), pack_sparse(values, idx, x.numel()), (sent_values(values, x.dtype), idx)
 
     def _parse(self, m):
-        values, idx = validate_sparse(self.name, m.body, m.meta[0], m.d)
-        return values.to(m.dtype), idx
+        return validate_sparse(self.name, m.body, m.meta[0], m.d, m.dtype)
 
     def meta_layout(self, d):
         return (SENT,)

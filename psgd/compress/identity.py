@@ -6,8 +6,16 @@ from dataclasses import dataclass
 
 import torch
 
-from psgd.compress.base import Compressor, Message, check_fits, require_finite
-from psgd.compress.cast import magnitude
+from psgd.compress.base import (
+    FP32_MAX,
+    Compressor,
+    Message,
+    check_fits,
+    largest,
+    magnitude,
+    require_finite,
+    require_fits,
+)
 from psgd.compress.registry import register
 
 
@@ -26,9 +34,13 @@ class Identity(Compressor):
         return (), x.to(torch.float32, copy=True).view(torch.uint8).reshape(-1)
 
     def _parse(self, m: Message) -> torch.Tensor:
-        """The fp32 values: a view of the body, checked finite by one sum."""
+        """The fp32 values: a view of the body, checked finite by one sum (by their extremes where
+        the message's dtype is narrower: fp16 holds no value above 65504)."""
         values = m.body.view(torch.float32)
-        require_finite(self.name, values, "value")
+        if largest(m.dtype) < FP32_MAX:
+            require_fits(self.name, values, "value", m.dtype)
+        else:
+            require_finite(self.name, values, "value")
         return values
 
     def _decode(self, m: Message) -> torch.Tensor:

@@ -54,6 +54,14 @@ def blocks(name: str, d: int, bucket: int | None, layers: str | None) -> list[in
     return [*out, cur]
 
 
+def block_count(name: str, d: int, bucket: int | None, layers: str | None) -> int:
+    """len(blocks(name, d, bucket, layers)), by arithmetic where the blocks are chunks of a bucket
+    (a received d can be large: its list is built only once the body is known to hold it)."""
+    if layers is None:
+        return -(-d // max(1, bucket // 4)) if bucket else 1
+    return len(blocks(name, d, bucket, layers))
+
+
 def check_bucket(name: str, bucket: int | None) -> None:
     if bucket is not None and bucket < 0:
         raise ValueError(f"{name}: bucket must be a size in bytes >= 0, got {bucket}")

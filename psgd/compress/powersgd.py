@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
-from psgd.compress.base import Compressor, Message, check_fits, require_finite
+from psgd.compress.base import Compressor, Message, check_fits, largest, narrowest, require_finite
 from psgd.compress.randomness import normal
 from psgd.compress.registry import register
+from psgd.errors import FrameError
 
 
 def shape(d: int) -> tuple[int, int]:
@@ -59,11 +60,17 @@ class PowerSGD(Compressor):
         return (), torch.cat([p.reshape(-1), q.reshape(-1)]).to(torch.float32).view(torch.uint8)
 
     def _parse(self, m: Message) -> tuple[torch.Tensor, torch.Tensor]:
-        """The fp32 factors (P, Q'), finite."""
+        """The fp32 factors (P, Q'), finite, with |C(x)_ij| = |<P_i, Q'_j>| <= max_i ||P_i|| max_j ||Q'_j||
+        (Cauchy-Schwarz) within the message's dtype, so that decode cannot overflow. An encoder's P has
+        orthonormal columns (rows of norm <= 1) and ||Q'_j|| <= ||x||, which it checked: its bound is ||x||."""
         n, cols, r = self._dims(m.d)
         f = m.body.view(torch.float32)
         require_finite(self.name, f, "factor")
-        return f[: n * r].view(n, r), f[n * r :].view(cols, r)
+        p, q = f[: n * r].view(n, r), f[n * r :].view(cols, r)
+        rows = [float(torch.linalg.vector_norm(t.to(torch.float64), dim=1).max()) for t in (p, q)]
+        if not rows[0] * rows[1] <= largest(m.dtype):
+            raise FrameError(f"{self.name}: factors whose product may exceed {narrowest(m.dtype)}")
+        return p, q
 
     def _decode(self, m: Message) -> torch.Tensor:
         p, q = self.parsed(m)

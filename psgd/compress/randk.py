@@ -24,7 +24,7 @@ from psgd.compress.base import SEED, Compressor, Message, require_finite
 from psgd.compress.randomness import draw_seed, seed_key
 from psgd.compress.registry import register
 from psgd.compress.sparse import Scattered
-from psgd.compress.topk import check_ratio_k, check_sent, pack_sparse, resolve_k, sparse_bits, validate_sparse
+from psgd.compress.topk import check_ratio_k, check_sent, pack_sparse, resolve_k, sparse_bits, unpack_sparse
 from psgd.kernels import randk
 
 
@@ -81,15 +81,17 @@ class RandK(Scattered, Compressor):
         return values * (d / values.numel()) if self.scaled else values
 
     def _parse(self, m: Message) -> tuple[torch.Tensor, torch.Tensor]:
-        """(C(x)_S, S): S from the seed, or the sent indices (ascending, within range(d))."""
+        """(C(x)_S, S): S from the seed, or the sent indices (ascending, within range(d)); C(x)_S
+        finite in the message's dtype (d/k times an fp32 value may overflow it)."""
         k = m.meta[0]
         if self.shared_seed:
             sent = m.body.view(torch.float32)
-            require_finite(self.name, sent, "value")
             idx = random_subset(m.d, k, m.meta[1], m.body.device)
         else:
-            sent, idx = validate_sparse(self.name, m.body, k, m.d)
-        return self._values(sent, m.dtype, m.d), idx
+            sent, idx = unpack_sparse(m.body, k, m.d, self.name)
+        values = self._values(sent, m.dtype, m.d)
+        require_finite(self.name, values, "value")
+        return values, idx
 
     def meta_layout(self, d):
         k = resolve_k(self.name, d, self.ratio, self.k)

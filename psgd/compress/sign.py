@@ -45,13 +45,13 @@ class SignBits(Compressor):
         return (), body
 
     def _parse(self, m: Message) -> tuple[torch.Tensor, torch.Tensor]:
-        """(one scale per block in the message's dtype, the sign bits)."""
+        """(one scale per block in the message's dtype, finite there; the sign bits)."""
         nb = self._scale_count(m.d)
         if not nb:
             return torch.ones(1, dtype=m.dtype, device=m.body.device), m.body
-        scales = m.body[: 4 * nb].view(torch.float32)
+        scales = m.body[: 4 * nb].view(torch.float32).to(m.dtype)
         require_finite(self.name, scales, "scale")
-        return scales.to(m.dtype), m.body[4 * nb :]
+        return scales, m.body[4 * nb :]
 
     def _decode(self, m: Message) -> torch.Tensor:
         scales, bits = self.parsed(m)
@@ -73,6 +73,9 @@ class SignBits(Compressor):
 
     def _bits(self, d):
         return d + 32 * self._scale_count(d)
+
+    def min_bits(self, d):
+        return d  # the sign bits: checked before the blocks are listed
 
 
 @register

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from psgd.compress.base import SEED, SENT, Compressor, Message, check_fits
+from psgd.compress.base import SEED, SENT, Compressor, Message, check_fits, largest
 from psgd.compress.randomness import draw_seed, hash_key, hash_normal
 from psgd.compress.registry import register
 from psgd.errors import FrameError
@@ -124,7 +124,8 @@ class Spherical(Compressor):
         groups = self._groups(m.d)
         nblocks = sum(nb for _, nb, _ in groups)
         norms = m.body[: 4 * nblocks].view(torch.float32)
-        if not bool(torch.isfinite(norms).all()) or bool((norms < 0).any()):
+        lo, hi = torch.aminmax(norms)  # |C(x)_i| <= ||x_b||: finite in the message's dtype (NaN fails both)
+        if not (float(lo) >= 0 and float(hi) <= largest(m.dtype)):
             raise FrameError(f"{self.name}: bad block norm")
         r = BitReader(m.body[4 * nblocks :], m.meta[1], self.name)
         trials = []

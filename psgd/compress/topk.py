@@ -75,10 +75,13 @@ def sparse_bits(k: int, d: int) -> int:
     return k * (32 + index_bits(d))
 
 
-def validate_sparse(name: str, body: torch.Tensor, k: int, d: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A sparse body's (fp32 values, indices): FrameError unless the values are finite and the
-    indices name coordinates of x, strictly ascending (as every encoder sends them)."""
+def validate_sparse(
+    name: str, body: torch.Tensor, k: int, d: int, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A sparse body's (values in dtype, indices): FrameError unless the values are finite in dtype
+    (one sum) and the indices name coordinates of x, strictly ascending (as every encoder sends them)."""
     values, idx = unpack_sparse(body, k, d, name)
+    values = values.to(dtype)
     require_finite(name, values, "value")
     return values, idx
 
@@ -104,8 +107,7 @@ class TopK(Scattered, Compressor):
         return (k,), pack_sparse(values, idx, d), (sent_values(values, x.dtype), idx)
 
     def _parse(self, m):
-        values, idx = validate_sparse(self.name, m.body, m.meta[0], m.d)
-        return values.to(m.dtype), idx
+        return validate_sparse(self.name, m.body, m.meta[0], m.d, m.dtype)
 
     def meta_layout(self, d):
         return (resolve_k(self.name, d, self.ratio, self.k),)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from psgd.compress.base import Compressor, check_fits
+from psgd.compress.base import Compressor, check_fits, require_finite
 from psgd.compress.dithering import (
     check_levels,
     natural_dither_omega,
@@ -68,7 +68,9 @@ class _TopKThen(Scattered, Compressor):
         (k,) = m.meta
         width = self.code_bits() + index_bits(m.d)
         idx, codes = unpack_indices(self.name, m.body[self.prefix_bytes :], k, width, m.d, shift=self.code_bits())
-        return self.values(m.body[: self.prefix_bytes], codes, m.dtype, k), idx
+        values = self.values(m.body[: self.prefix_bytes], codes, m.dtype, k)
+        require_finite(self.name, values, "value")  # in the message's dtype: fp16 holds no 2^16, nor a norm above 65504
+        return values, idx
 
     def values(self, prefix: torch.Tensor, codes: torch.Tensor, dtype: torch.dtype, k: int) -> torch.Tensor:
         """The k decoded values C2(y)/zeta (or C2(y) unscaled) in dtype; FrameError on codes no encoder writes."""
@@ -112,9 +114,7 @@ class TopKNatural(_TopKThen):
         return torch.empty(0, dtype=torch.uint8, device=v.device), natural_codes(v, uniform(v.numel(), v, generator))
 
     def code_values(self, prefix, codes, dtype):
-        if codes.numel() and int((codes >> 1).max()) == 255:
-            raise FrameError(f"{self.name}: exponent field 255 (Inf/NaN)")
-        return natural_code_values(codes, dtype)
+        return natural_code_values(codes, dtype)  # field 255 (Inf/NaN) is refused by the parse's finite check
 
 
 @register

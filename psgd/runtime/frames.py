@@ -21,13 +21,16 @@ def where(frame: Frame) -> str:
     return f"malformed frame from rank {frame.sender} in round {frame.round}"
 
 
-def parse(frame: Frame, codecs: list[Compressor], device: torch.device, d: int) -> tuple[list[Message], int]:
-    """The frame's parts as messages of dimension d, each validated and parsed once (bodies read
-    in place where the frame's buffer allows), and the frame's body byte count."""
+def parse(
+    frame: Frame, codecs: list[Compressor], device: torch.device, d: int, dtype: torch.dtype
+) -> tuple[list[Message], int]:
+    """The frame's parts as messages of dimension d and the job's dtype (any other is refused before
+    its body is read), each validated and parsed once (bodies read in place where the frame's buffer
+    allows), and the frame's body byte count."""
     if len(frame.parts) != len(codecs):
         raise FrameError(f"{where(frame)}: {len(frame.parts)} parts, expected {len(codecs)}")
     messages = [
-        guarded(frame, codec, lambda c=codec, p=part: c.from_bytes(p, device, d))
+        guarded(frame, codec, lambda c=codec, p=part: c.from_bytes(p, device, d, dtype))
         for part, codec in zip(frame.parts, codecs, strict=True)
     ]
     return messages, sum(m.body_len for m in messages)
@@ -44,7 +47,9 @@ def guarded(frame: Frame, codec: Compressor, fn):
         raise FrameError(f"{where(frame)}: {codec.spec}: {type(e).__name__}: {e}") from None
 
 
-def unpack(frame: Frame, codecs: list[Compressor], device: torch.device, d: int) -> tuple[list[torch.Tensor], int]:
+def unpack(
+    frame: Frame, codecs: list[Compressor], device: torch.device, d: int, dtype: torch.dtype
+) -> tuple[list[torch.Tensor], int]:
     """Decoded dense tensors of a frame's parts and the frame's body byte count."""
-    messages, body = parse(frame, codecs, device, d)
+    messages, body = parse(frame, codecs, device, d, dtype)
     return [guarded(frame, c, lambda c=c, m=m: c.decode(m)) for c, m in zip(codecs, messages, strict=True)], body

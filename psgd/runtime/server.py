@@ -214,7 +214,7 @@ class ServerNode:
                 if frame.kind == Kind.ERROR:
                     raise PsgdError(f"worker {w} failed in round {frame.round}: {frame.info[0] if frame.info else '?'}")
                 check_uplink(frame, w, t)
-                messages, body = parse(frame, codecs, self.device, self.task.dim)
+                messages, body = parse(frame, codecs, self.device, self.task.dim, aggregate.dtype)
                 self.ledger.received(w, len(data), len(data) - body)
                 counted = True
                 if frame.info[4] != sent:

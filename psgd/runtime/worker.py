@@ -35,6 +35,7 @@ class WorkerNode:
         self.cfg, self.rank, self.n, self.device = cfg, rank, n, device
         task = task_class(cfg.task.name)(cfg.task, cfg.seed, n)
         self.dim = task.dim
+        self.dtype = torch.float32  # the job's messages carry x0's dtype: Task.init_params is float32
         self.method = build(cfg.method, task)
         self.oracle = task.oracle(rank, device)
         self.state = None
@@ -76,7 +77,7 @@ class WorkerNode:
     def model(self, frame: Frame) -> bytes:
         """This worker's model once it applies the pending downlink (the EVAL frame's part), as raw bytes."""
         down_frame = decode_frame(bytes(frame.parts[0]), sender=0, round=frame.round)
-        down, _ = unpack(down_frame, self.method.downlink_codecs(frame.round - 1), self.device, self.dim)
+        down, _ = unpack(down_frame, self.method.downlink_codecs(frame.round - 1), self.device, self.dim, self.dtype)
         ctx = Context(frame.round, self.rank, self.n, self.cfg.seed, self.device)
         x = self.method.worker_model(self.state, down, ctx).detach().to("cpu").contiguous()
         return encode_frame(Frame(Kind.MODEL, frame.round, self.rank, [], [x.numpy().tobytes()]))
@@ -108,7 +109,7 @@ class WorkerNode:
         ctx = Context(t, self.rank, self.n, self.cfg.seed, self.device)
         t0 = now(self.device)
         codecs = self.method.init_codecs() if t == 0 else self.method.downlink_codecs(t - 1)
-        down, _ = unpack(frame, codecs, self.device, self.dim)
+        down, _ = unpack(frame, codecs, self.device, self.dim, self.dtype)
         decode_s = now(self.device) - t0
         if t == 0:
             self.state, down = self.method.worker_init(down, ctx), []

@@ -35,6 +35,14 @@ class Kind(enum.IntEnum):
     MODEL = 9  # worker -> server: one part, the worker's model (raw bytes of its dtype), for evaluation
 
 
+KINDS = frozenset(k.value for k in Kind)
+
+
+def is_int(v) -> bool:
+    """An integer header field (of a frame or a message): bool is not one, nor a float."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 @dataclass(frozen=True)
 class Frame:
     kind: Kind
@@ -98,19 +106,19 @@ def decode_frame(data: bytes | bytearray | memoryview, sender: int, round: int |
     if not (isinstance(header, list) and len(header) == 6):
         raise bad("header is not a 6-element array")
     version, kind, frame_round, frame_sender, info, lengths = header
-    if version != VERSION:
+    if not (is_int(version) and version == VERSION):
         raise bad(f"version {version!r}, expected {VERSION}")
-    if kind not in {k.value for k in Kind}:
+    if not (is_int(kind) and kind in KINDS):
         raise bad(f"unknown kind {kind!r}")
-    if frame_sender != sender:
+    if not (is_int(frame_sender) and frame_sender == sender):
         raise bad(f"declares sender {frame_sender!r}")
-    if not isinstance(frame_round, int) or (round is not None and frame_round != round):
+    if not (is_int(frame_round) and (round is None or frame_round == round)):
         raise bad(f"declares round {frame_round!r}")
     if not isinstance(info, list):
         raise bad("info is not an array")
     if not (isinstance(lengths, list) and len(lengths) <= MAX_PARTS):
         raise bad("part lengths are not an array")
-    if not all(isinstance(n, int) and n >= 0 for n in lengths):
+    if not all(is_int(n) and n >= 0 for n in lengths):
         raise bad("part lengths must be non-negative integers")
     if offset + sum(lengths) != len(view):
         raise bad(f"declares {sum(lengths)} body bytes, carries {len(view) - offset}")
