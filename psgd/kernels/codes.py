@@ -66,6 +66,26 @@ if numba is not None:
         return types.void(gaps, n, w), codegen
 
     @intrinsic
+    def group29(typingctx, trits, first):
+        """sum_t trits[first + t] 3^t over t < 29 (reads 32 bytes): the base-3 digits dotted with
+        3^t in 32-bit lanes, in two parts that fit (t < 20: < 3^20 < 2^32; the rest times 3^20)."""
+
+        def codegen(context, builder, sig, args):
+            i32, i64 = ir.IntType(32), ir.IntType(64)
+            vi = ir.VectorType(i32, 32)
+            digits = builder.zext(builder.load(_at(context, builder, sig.args[0], args[0], args[1], 32), align=1), vi)
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(i32, [vi]), "llvm.vector.reduce.add.v32i32"
+            )
+            parts = []
+            for low, high in ((0, 20), (20, 29)):
+                weights = ir.Constant(vi, [3 ** (t - low) if low <= t < high else 0 for t in range(32)])
+                parts.append(builder.zext(builder.call(fn, [builder.mul(digits, weights)]), i64))
+            return builder.add(parts[0], builder.mul(parts[1], ir.Constant(i64, 3**20)))
+
+        return types.uint64(trits, first), codegen
+
+    @intrinsic
     def expand16(typingctx, out, i, k, r, nz, neg, gamma, weight, add):
         """out[i .. i + 15] (+)= weight v: lane t takes the next k (k[r], k[r + 1], ...) where bit t
         of nz is set, else 0; v = float32(k) gamma, negated where bit t of neg is set (as
@@ -473,6 +493,19 @@ _MASKS10 = _MASKS10.astype(np.uint32)
 del _DIGITS10
 
 
+def _quad(index: int) -> int:
+    """The unary codes of four k <= 7 (3 bits each in index, the first lowest): code << 8 | length."""
+    code = length = 0
+    for u in range(4):
+        k = (index >> (3 * u)) & 7
+        code |= (1 << (k - 1) if k else 0) << length
+        length += k
+    return code << 8 | length
+
+
+_QUADS = np.array([_quad(q) for q in range(4096)], dtype=np.uint64)
+
+
 def unary_start(d: int) -> int:
     """First bit of the unary magnitudes: after gamma and the d base-3 signs."""
     full, m = divmod(d, 29)
@@ -489,22 +522,25 @@ def _dither(z, random, k0, k1, i):
 
 
 @device_fn
-def _block_k(xs, inv, random, k0, k1, start, ks, trits):
-    """k_i and the signs (0, 1 for +, 2 for -) of the block xs starting at coordinate start; max k_i.
-    Its own function over a slice (indices known >= 0), with an integer max: the loop vectorises."""
+def _block_k(xs, inv, random, k0, k1, start, ks, small, trits):
+    """k_i (ks; as bytes min(k_i, 255) in small) and the signs (0, 1 for +, 2 for -) of the block xs
+    starting at coordinate start; max k_i. Its own function over a slice (indices known >= 0), with
+    an integer max: the loop vectorises."""
     hi = 0
     for t in range(xs.size):
         v = xs[t]
         k = _dither(abs(v) * inv, random, k0, k1, start + t)
         ks[t] = k
+        small[t] = min(k, 255)
         trits[t] = (k > 0) * (1 + (v < 0))
         hi = max(hi, k)
     return hi
 
 
 @device_fn
-def _unary_block(ks, buf, j, acc, fill):
-    """Append k - 1 zeros and a one for each k > 0 of ks (buf has room): (j, acc, fill)."""
+def _unary_codes(ks, buf, j, acc, fill):
+    """Append k - 1 zeros and a one for each k > 0 of ks (buf has room): (j, acc, fill). One code at
+    a time: for blocks with a k above 7 and the last ks.size % 8."""
     for t in range(ks.size):
         k = np.int64(ks[t])
         end = fill + k
@@ -526,14 +562,49 @@ def _unary_block(ks, buf, j, acc, fill):
 
 
 @device_fn
+def _quad_code(w):
+    """(code, length) of the unary codes of four k <= 7, the low bytes of w: one table look-up."""
+    w |= w >> np.uint64(5)  # gathered into a 12-bit index
+    entry = _QUADS[(w & np.uint64(63)) | ((w >> np.uint64(10)) & np.uint64(0xFC0))]
+    return entry >> np.uint64(8), entry & np.uint64(255)
+
+
+@device_fn
+def _unary_block(ks, small, buf, j, acc, fill):
+    """Append the unary codes of ks (see _unary_codes) when every k <= 7 (``small``: the k as bytes,
+    read eight at a time as uint64): eight codes (at most 56 bits) from two table look-ups, then
+    one branch-free step."""
+    n = ks.size - ks.size % 8
+    for o in range(n // 8):
+        w = small[o]
+        low, m = _quad_code(w & np.uint64(0xFFFFFFFF))
+        high, m2 = _quad_code(w >> np.uint64(32))
+        code = low | (high << m)
+        acc |= code << np.uint64(fill)
+        spill = (code >> _ONE) >> np.uint64(63 - fill)  # the bits past this word
+        buf[j] = acc  # stored at every step, kept when the word is full: no branch
+        end = fill + np.int64(m + m2)
+        acc = spill if end >= 64 else acc
+        j += end >> 6
+        fill = end & 63
+    return _unary_codes(ks[n:], buf, j, acc, fill)
+
+
+@device_fn
 def _group_block(trits, buf, j, acc, fill):
-    """Append the base-3 groups of 29 trits (the last may be shorter, in ceil(m log2 3) bits): (j, acc, fill)."""
-    for first in range(0, trits.size, 29):
-        group = trits[first : min(trits.size, first + 29)]
+    """Append the base-3 groups of 29 trits (the last may be shorter, in ceil(m log2 3) bits): (j, acc, fill).
+    trits has 3 readable bytes past its end (group29 reads 32)."""
+    n = trits.size - trits.size % 29
+    for first in range(0, n, 29):
+        acc, fill, word, full = _push(acc, fill, group29(trits, first), 46)
+        if full:  # not stored at every step: the last word is the unary codes' first
+            buf[j] = word
+            j += 1
+    if n < trits.size:
         g = np.int64(0)
-        for t in range(group.size):
-            g += np.int64(group[t]) * _POW3[t]
-        acc, fill, word, full = _push(acc, fill, np.uint64(g), _GROUP_BITS[group.size] if group.size < 29 else 46)
+        for t in range(trits.size - n):
+            g += np.int64(trits[n + t]) * _POW3[t]
+        acc, fill, word, full = _push(acc, fill, np.uint64(g), _GROUP_BITS[trits.size - n])
         if full:
             buf[j] = word
             j += 1
@@ -541,12 +612,13 @@ def _group_block(trits, buf, j, acc, fill):
 
 
 @cpu
-def sparse_dither_encode(x, inv, random, k0, k1, k_cap, gamma_bits, buf, upos, ks, trits):
+def sparse_dither_encode(x, inv, random, k0, k1, k_cap, gamma_bits, buf, upos, ks, small, trits):
     """Sparse dithering's body for fp32 x into buf (grown as needed): k_i from z_i = |x_i| inv in
     fp32 (see _dither), inv finite and |x_i| inv <= k_cap - 1. Returns (buf, nbits, max k_i), or
     nbits = -1 when a k_i is above k_cap.
     Blocks of ks.size = 29 b coordinates, in flat loops: k_i and the signs (vectorised, random draws
-    included), the unary codes, then the base-3 groups."""
+    included), the unary codes (eight per two table look-ups where the block's k_i are at most 7), then
+    the base-3 groups (29 digits dotted with 3^t in vector lanes). small: ks.size / 8 uint64."""
     d = x.size
     acc, fill, j = np.uint64(gamma_bits), GAMMA_BITS, 0
     uj, uacc, ufill = upos >> 6, _ZERO, upos & 63  # the signs' last bits share uj: or-ed in at the end
@@ -557,11 +629,14 @@ def sparse_dither_encode(x, inv, random, k0, k1, k_cap, gamma_bits, buf, upos, k
         buf = _room(buf, uj + 2 * room)  # grown out here: arrays reassigned inside the loop cost a count per value
         while start < d and uj + room <= buf.size:
             n = min(ks.size, d - start)
-            hi = _block_k(x[start : start + n], inv, random, k0, k1, start, ks, trits)
+            hi = _block_k(x[start : start + n], inv, random, k0, k1, start, ks, small.view(np.uint8), trits)
             if hi > k_cap:
                 return buf, -1, hi
             kmax = max(kmax, hi)
-            uj, uacc, ufill = _unary_block(ks[:n], buf, uj, uacc, ufill)
+            if hi <= 7:
+                uj, uacc, ufill = _unary_block(ks[:n], small, buf, uj, uacc, ufill)
+            else:
+                uj, uacc, ufill = _unary_codes(ks[:n], buf, uj, uacc, ufill)
             j, acc, fill = _group_block(trits[:n], buf, j, acc, fill)
             start += n
     nbits = _close(buf, uj, uacc, ufill)
