@@ -167,10 +167,10 @@ def _natural_codes(x, inv, s, k0, k1, start, out):
         bits = np.float32(y).view(np.uint32)
         r = random24(k0, k1, at + j)
         small = y < first
-        lower = np.int32(0) if small else np.int32(bits >> np.uint32(23)) + bias
         up = np.float32(r) * TWO_M24 < y * below if small else r < (bits & np.uint32(0x7FFFFF)) << np.uint32(1)
-        level = lower + np.int32(up)
-        out[j] = level + level + np.int32(v < 0)
+        lower = np.int32(np.int32(bits >> np.uint32(23)) + bias)  # int32 throughout: 16 lanes, not 8
+        level = np.int32(np.int32(0) if small else lower) + np.int32(up)
+        out[j] = np.int32(level + level) + np.int32(v < 0)
 
 
 @device_fn
@@ -355,20 +355,16 @@ def max_level(codes: torch.Tensor, d: int, s: int) -> int:
 
 
 @device_fn
-def _values(buf, n, s, natural, scale, out):
-    """out[j] = +-(the value of level buf[j] >> 1): level * scale (uniform, scale = norm / s), or
-    2^(level - s) * scale for level > 0 (natural, scale = norm), 2^(level - s) made from its exponent bits."""
+def _value(code, bias, natural, scale):
+    """+-(the value of level code >> 1): level * scale (uniform, scale = norm / s), or 2^(level - s) * scale
+    for level > 0 (natural, scale = norm, bias = 127 - s), 2^(level - s) made from its exponent bits."""
+    level = np.int32(code >> np.uint8(1))
     if natural:
-        bias = np.int32(127 - s)
-        for j in range(n):
-            level = np.int32(buf[j] >> np.uint8(1))
-            power = np.uint32((level + bias) << np.int32(23)).view(np.float32)
-            v = (power if level > 0 else np.float32(0.0)) * scale  # 0 * scale: -0 when the norm is -0, as the table
-            out[j] = -v if buf[j] & np.uint8(1) else v
+        power = np.uint32((level + bias) << np.int32(23)).view(np.float32)
+        v = (power if level > 0 else np.float32(0.0)) * scale  # 0 * scale: -0 when the norm is -0, as the table
     else:
-        for j in range(n):
-            v = np.float32(buf[j] >> np.uint8(1)) * scale
-            out[j] = -v if buf[j] & np.uint8(1) else v
+        v = np.float32(level) * scale
+    return -v if code & np.uint8(1) else v
 
 
 @cpu
@@ -377,17 +373,17 @@ def dither_into_kernel(codes, w, s, natural, scale, out, weight, add):
     d = out.size
     buf = np.empty(CHUNK, dtype=np.uint8)
     words = buf.view(np.uint64)
-    values = np.empty(CHUNK, dtype=np.float32)
+    bias = np.int32(127 - s)
     for c in range(0, d, CHUNK):
         n = min(CHUNK, d - c)
         _unpack(codes, w, c, n, words)
+        block = out[c : c + n]
         if add:
-            _values(buf, n, s, natural, scale, values)
-            block = out[c : c + n]
             for j in range(n):
-                block[j] += weight * values[j]
+                block[j] += weight * _value(buf[j], bias, natural, scale)
         else:
-            _values(buf, n, s, natural, scale, out[c : c + n])
+            for j in range(n):
+                block[j] = _value(buf[j], bias, natural, scale)
 
 
 def _like(t: torch.Tensor, value) -> np.generic:
