@@ -12,6 +12,10 @@ purpose) in a job.
 
 For float64 data, u64(i) = ((h(2i) >> 5) 2^26 + (h(2i + 1) >> 6)) 2^-53 takes 53 bits.
 Coordinates are counted as 32-bit words (d < 2^32, 2^31 for float64 data).
+
+uniform_ref is the definition. CPU kernels draw with ``random24`` (h(i) >> 8 in 32-bit lanes, which
+vectorise) or ``uniform_at``; CUDA kernels with psgd.kernels.triton.rng, which ``uniform`` launches
+for CUDA tensors.
 """
 
 from __future__ import annotations
