@@ -2,6 +2,7 @@
 (section 2.14), never the codec's own method, for every compressor, many d and random x."""
 
 import math
+import struct
 
 import pytest
 import torch
@@ -38,27 +39,93 @@ def blocks_of(c, d: int) -> list[int]:
     return chunks(d, c.size // 4)
 
 
-def wire_norm(m: Message) -> float:
-    return float(m.body[:4].view(torch.float32))
+class Bits:
+    """A plain-Python reader of a body's bit stream (stream bit 8i + j is bit j of byte i), written
+    here from SPEC's layout so that the counts below check the codecs rather than restate them."""
+
+    def __init__(self, body: bytes):
+        self.value, self.size, self.pos = int.from_bytes(body, "little"), 8 * len(body), 0
+
+    def uint(self, width: int) -> int:
+        """width bits, least significant first."""
+        assert self.pos + width <= self.size, "read past the body"
+        v = (self.value >> self.pos) & ((1 << width) - 1)
+        self.pos += width
+        return v
+
+    def unary(self) -> int:
+        """q zeros then a one."""
+        q = 0
+        while not self.uint(1):
+            q += 1
+        return q
+
+    def gammas(self, n: int) -> list[int]:
+        """n Elias gamma codes written split: the n unary lengths L - 1, then the n values' low L - 1 bits."""
+        low = [self.unary() for _ in range(n)]
+        return [(1 << w) | self.uint(w) for w in low]
+
+    def take(self, n: int) -> bytes:
+        """The next n bits, repacked from bit 0: one block's message inside a wrapper's body."""
+        return self.uint(n).to_bytes(-(-n // 8), "little")
 
 
-def elias_bits(c, m: Message) -> int:
-    """QSGD Thm 3.2's code: the fp32 norm, then per nonzero level the Elias gamma of the gap to the
-    previous one, a sign bit and the Elias gamma of the level."""
-    y = c.decode(m).double().abs()
-    levels = torch.round(y * c.s / wire_norm(m)).long()
-    pos = torch.nonzero(levels).view(-1).tolist()
-    gaps = [b - a for a, b in zip([-1, *pos], pos, strict=False)]
-    return 32 + sum(gamma(g) + 1 + gamma(int(levels[i])) for g, i in zip(gaps, pos, strict=True))
+def body_of(m: Message) -> bytes:
+    return m.body.numpy().tobytes()
+
+
+def f32(word: bytes) -> float:
+    return struct.unpack("<f", word)[0]
+
+
+def adjacent(level: int, y: float) -> bool:
+    """level is y rounded down or up (y computed here in float64: allow the codec's fp32 rounding)."""
+    return math.floor(y - 1e-4) <= level <= math.ceil(y + 1e-4)
+
+
+def elias_bits(c, x: torch.Tensor, m: Message) -> int:
+    """QSGD Thm 3.2's code, read back with Bits: the fp32 norm, then for the nonzero levels the
+    Elias gamma gaps between positions, the sign bits and the Elias gamma levels (each section split).
+    The stream must be what x allows: the norm ||x||_p rounded up to fp32, every level one of the two
+    adjacent to s|x_i|/norm, signs those of x, and it must end where the header says."""
+    nnz, nbits = m.meta
+    body = body_of(m)
+    norm, r = f32(body[:4]), Bits(body[4:])
+    gaps, negative, levels = r.gammas(nnz), [r.uint(1) for _ in range(nnz)], r.gammas(nnz)
+    assert r.pos == nbits and len(body) == 4 + -(-nbits // 8)
+    exact = float(torch.linalg.vector_norm(x.double(), ord=c.p))
+    assert exact <= norm <= exact * (1 + 2**-22)
+    pos = [sum(gaps[: j + 1]) - 1 for j in range(nnz)]
+    assert pos == sorted(set(pos)) and (not pos or pos[-1] < x.numel())
+    level = dict(zip(pos, levels, strict=True))
+    for i, v in enumerate(x.double().tolist()):
+        assert adjacent(level.get(i, 0), c.s * abs(v) / norm), (i, v, level.get(i))
+    assert all(bool(n) == (float(x[i]) < 0) for i, n in zip(pos, negative, strict=True))
+    return 32 + sum(gamma(g) + 1 + gamma(v) for g, v in zip(gaps, levels, strict=True))
 
 
 def sparse_dither_bits(c, x: torch.Tensor, m: Message) -> int:
-    """Paper 2's SD: gamma in 31 bits, the d signs at log2 3 bits each (29 to 46 bits, the last m
-    in ceil(m log2 3)), each k_i > 0 in unary (k_i bits)."""
-    d = x.numel()
-    g = float(torch.tensor(2 * math.sqrt(c.nu / d) * float(x.double().norm())).float())
-    k = torch.round(c.decode(m).double().abs() / g) if g > 0 else torch.zeros(d)
-    return 31 + 46 * (d // 29) + math.ceil(d % 29 * math.log2(3)) + int(k.sum())
+    """Paper 2's SD, read back with Bits: gamma in 31 bits, the d signs at log2 3 bits each (base-3
+    integers of 29 digits in 46 bits, the last m digits in ceil(m log2 3) bits), each k_i > 0 in
+    unary (k_i bits). gamma must be 2 sqrt(nu/d)||x||, each k_i |x_i|/gamma rounded (at
+    random: down or up), the signs those of x, and the stream must end where the header says."""
+    d, (nbits,) = x.numel(), m.meta
+    r = Bits(body_of(m))
+    g = f32(struct.pack("<I", r.uint(31)))
+    assert math.isclose(g, 2 * math.sqrt(c.nu / d) * float(x.double().norm()), rel_tol=1e-6)  # ||x|| summed in fp32
+    full, rest = divmod(d, 29)
+    trits = []
+    for n, width in [(29, 46)] * full + [(rest, math.ceil(rest * math.log2(3)))] * (rest > 0):
+        v = r.uint(width)
+        trits += [v // 3**j % 3 for j in range(n)]
+        assert v < 3**n
+    k = [r.unary() + 1 if t else 0 for t in trits]
+    assert r.pos == nbits
+    for t, ki, v in zip(trits, k, x.double().tolist(), strict=True):
+        assert t == (0 if ki == 0 else 1 if v > 0 else 2)
+        z = abs(v) / g
+        assert adjacent(ki, z) and (c.random or abs(ki - z) <= 0.5 + 1e-4), (ki, z)
+    return 31 + 46 * full + math.ceil(rest * math.log2(3)) + sum(k)
 
 
 def spherical_bits(c, x: torch.Tensor, m: Message) -> int:
@@ -102,7 +169,7 @@ def expected_bits(c, x: torch.Tensor, m: Message) -> int:
         return int((x.abs() >= c.lam).sum()) * (32 + idx(d))
     if name in ("qsgd", "natural_dither"):
         if getattr(c, "coding", "fixed") == "elias":
-            return elias_bits(c, m)
+            return elias_bits(c, x, m)
         return 32 + d * (1 + math.ceil(math.log2(c.s + 1)))
     if name == "topk_natural":
         return k_of(c, d) * (9 + idx(d))
@@ -119,18 +186,7 @@ def expected_bits(c, x: torch.Tensor, m: Message) -> int:
     if name == "scaled":
         return expected_bits(c.inner, x, Message(c.inner.name, m.d, m.dtype, m.meta, m.body))
     if name in ("per_layer", "bucket"):
-        # the sum of the inner counts; x-dependent block fields as Elias gamma codes of v + 1
-        total = 0
-        for xb, part in zip(x.split(blocks_of(c, d)), c._parts(m), strict=True):
-            inner = expected_bits(c.inner, xb, part)
-            total += inner
-            if c.inner.name == "hard_threshold":
-                total += gamma(int((xb.abs() >= c.inner.lam).sum()) + 1)
-            elif c.inner.name == "qsgd" and c.inner.coding == "elias":
-                total += gamma(int(torch.count_nonzero(c.inner.decode(part))) + 1) + gamma(inner - 32 + 1)
-            elif c.inner.name == "sparse_dither":
-                total += gamma(inner + 1)
-        return total
+        return block_bits(c, x, m)
     if name == "small_dense":  # 32 bits per coordinate of a tensor under min_size, the inner count of the rest
         sizes = [int(n) for n in c.layers.split("+")]
         large = torch.cat([torch.full((n,), n >= c.min_size) for n in sizes])
@@ -140,6 +196,32 @@ def expected_bits(c, x: torch.Tensor, m: Message) -> int:
         part = Message(c.inner.name, int(large.sum()), m.dtype, m.meta, m.body[small_bits // 8 :])
         return small_bits + expected_bits(c.inner, x[large], part)
     raise AssertionError(f"no formula for {name}")
+
+
+def block_bits(c, x: torch.Tensor, m: Message) -> int:
+    """The sum of the inner counts, read block by block out of the wrapper's body with Bits. Inner
+    fields that depend on x (hard_threshold's nnz, Elias QSGD's nnz and code length, sparse
+    dithering's length) open the body as the split Elias gamma codes of v + 1, and the header
+    holds the body's length in bits; block b then takes exactly its inner count of bits."""
+    inner, d = c.inner, x.numel()
+    elias = inner.name == "qsgd" and inner.coding == "elias"
+    fields = {"hard_threshold": 1, "sparse_dither": 1}.get(inner.name, 2 if elias else 0)
+    r = Bits(body_of(m))
+    blocks = x.split(blocks_of(c, d))
+    sent = [v - 1 for v in r.gammas(fields * len(blocks))]
+    total = sum(gamma(v + 1) for v in sent)
+    for b, xb in enumerate(blocks):
+        meta = tuple(sent[fields * b : fields * (b + 1)])
+        if inner.name == "hard_threshold":
+            assert meta == (int((xb.abs() >= inner.lam).sum()),)
+        n = meta[0] * (32 + idx(xb.numel())) if inner.name == "hard_threshold" else None
+        n = 32 + meta[1] if elias else meta[0] if inner.name == "sparse_dither" else n
+        n = expected_bits(inner, xb, None) if n is None else n
+        part = Message(inner.name, xb.numel(), m.dtype, meta, torch.tensor(list(r.take(n)), dtype=torch.uint8))
+        assert expected_bits(inner, xb, part) == n
+        total += n
+    assert r.pos == (m.meta[-1] if fields else c.bits(m)) and len(body_of(m)) == -(-r.pos // 8)
+    return total
 
 
 def random_x(d: int, seed: int) -> torch.Tensor:

@@ -37,7 +37,7 @@ from psgd.errors import FrameError
 from psgd.wire.frame import MAGIC, Frame, Kind, decode_frame, encode_frame
 
 LONG = os.environ.get("PSGD_FUZZ") == "long"
-EXAMPLES = 3000 if LONG else 120  # per target: 40 targets
+EXAMPLES = 4500 if LONG else 120  # per target: 43 targets (the long mode's passing ones alone run > 100,000)
 CASE_S = 10.0  # alarm per case (a hang in Python code); hypothesis' deadline is tighter
 DEADLINE_MS = 2000
 MEMORY_CAP = 1 << 30  # bytes a case may add to the child's address space; a d = 64 decode needs KiB
@@ -325,6 +325,8 @@ def in_child(fn, limit_s: float) -> dict:
 def report(target: str, counts: dict) -> None:
     if LONG:
         print(f"\nfuzz {target}: {counts['cases']} cases, {counts['refused']} refused, {counts['decoded']} decoded")
+        if "error" in counts:
+            print("  " + "\n  ".join(line for line in counts["error"].splitlines()[-3:]))
     assert "error" not in counts, f"{target}: {counts['error']}"
     assert counts["cases"] >= EXAMPLES and counts["refused"] + counts["decoded"] == counts["cases"], counts
 
