@@ -156,10 +156,17 @@ def inputs(d: int, seed: int) -> list[torch.Tensor]:
     edge[1::5] = -0.0
     edge[2::7] = 1e-42  # subnormal
     edge[0] = 1e37  # huge
-    return [x, edge, torch.zeros(d), x * 1e-30]
+    flat = torch.where(x < 0, -1.0, 1.0)  # every k_i = round(1/(2 sqrt(nu))): with nu = 0.006, 16 codes > 64 bits
+    return [x, edge, torch.zeros(d), x * 1e-30, flat]
 
 
-SPECS = ["sparse_dither:nu=0.1", "sparse_dither:nu=0.1,random=true", "sparse_dither:nu=4", "sparse_dither:nu=1e-3"]
+SPECS = [
+    "sparse_dither:nu=0.1",
+    "sparse_dither:nu=0.1,random=true",
+    "sparse_dither:nu=4",
+    "sparse_dither:nu=1e-3",
+    "sparse_dither:nu=0.006,random=true",
+]
 
 
 @pytest.mark.parametrize("spec", SPECS)

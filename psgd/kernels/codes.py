@@ -493,17 +493,18 @@ _MASKS10 = _MASKS10.astype(np.uint32)
 del _DIGITS10
 
 
-def _quad(index: int) -> int:
-    """The unary codes of four k <= 7 (3 bits each in index, the first lowest): code << 8 | length."""
+def _quad_code(index: int) -> tuple[int, int]:
+    """(bit string, length) of the unary codes of four k <= 7 (3 bits each in index, the first lowest)."""
     code = length = 0
     for u in range(4):
         k = (index >> (3 * u)) & 7
         code |= (1 << (k - 1) if k else 0) << length
         length += k
-    return code << 8 | length
+    return code, length
 
 
-_QUADS = np.array([_quad(q) for q in range(4096)], dtype=np.uint64)
+_QUADS = np.array([_quad_code(q)[0] for q in range(4096)], dtype=np.uint32)  # 16 KB
+_QUAD_LENGTHS = np.array([_quad_code(q)[1] for q in range(4096)], dtype=np.uint8)
 
 
 def unary_start(d: int) -> int:
@@ -517,21 +518,21 @@ def _dither(z, random, k0, k1, i):
     """k_i from z_i: round(z_i) (half to even), or with ``random`` floor(z_i) + (u_i < z_i - floor(z_i))."""
     if random:
         low = np.floor(z)
-        return np.int64(low) + np.int64(uniform_at(k0, k1, i) < z - low)
-    return np.int64(np.rint(z))
+        return np.int32(low) + np.int32(uniform_at(k0, k1, i) < z - low)
+    return np.int32(np.rint(z))
 
 
 @device_fn
 def _block_k(xs, inv, random, k0, k1, start, ks, small, trits):
-    """k_i (ks; as bytes min(k_i, 255) in small) and the signs (0, 1 for +, 2 for -) of the block xs
-    starting at coordinate start; max k_i. Its own function over a slice (indices known >= 0), with
-    an integer max: the loop vectorises."""
-    hi = 0
+    """k_i (ks; min(k_i, 7) 2^(3 (i mod 4)) as uint16 in small, see _quad) and the signs (0, 1 for
+    +, 2 for -) of the block xs starting at coordinate start (a multiple of 4); max k_i. Its own
+    function over a slice (indices known >= 0), with an integer max: the loop vectorises."""
+    hi = np.int32(0)
     for t in range(xs.size):
         v = xs[t]
         k = _dither(abs(v) * inv, random, k0, k1, start + t)
         ks[t] = k
-        small[t] = min(k, 255)
+        small[t] = np.uint16(min(k, np.int32(7)) << (3 * (t & 3)))
         trits[t] = (k > 0) * (1 + (v < 0))
         hi = max(hi, k)
     return hi
@@ -562,31 +563,46 @@ def _unary_codes(ks, buf, j, acc, fill):
 
 
 @device_fn
-def _quad_code(w):
-    """(code, length) of the unary codes of four k <= 7, the low bytes of w: one table look-up."""
-    w |= w >> np.uint64(5)  # gathered into a 12-bit index
-    entry = _QUADS[(w & np.uint64(63)) | ((w >> np.uint64(10)) & np.uint64(0xFC0))]
-    return entry >> np.uint64(8), entry & np.uint64(255)
+def _quad(w):
+    """(bit string, length) of the unary codes of four k <= 7, given as w = sum_u k_u 2^(3u) 2^(16u)
+    (four uint16 lanes, the ``small`` of _block_k): the lanes summed by a multiply, one look-up."""
+    index = (w * np.uint64(0x0001000100010001)) >> np.uint64(48)
+    return np.uint64(_QUADS[index]), np.int64(_QUAD_LENGTHS[index])
+
+
+@device_fn
+def _step(acc, fill, code, m):
+    """Append the m <= 64 bits code at bit fill < 64 of acc, no branch: (the word to store at j, the
+    new acc, 1 if that word is full else 0, the new fill)."""
+    word = acc | (code << np.uint64(fill))
+    spill = (code >> _ONE) >> np.uint64(63 - fill)  # the bits past this word
+    end = fill + m
+    full = end >> 6
+    return word, spill if full else word, full, end & 63
 
 
 @device_fn
 def _unary_block(ks, small, buf, j, acc, fill):
-    """Append the unary codes of ks (see _unary_codes) when every k <= 7 (``small``: the k as bytes,
-    read eight at a time as uint64): eight codes (at most 56 bits) from two table look-ups, then
-    one branch-free step."""
-    n = ks.size - ks.size % 8
-    for o in range(n // 8):
-        w = small[o]
-        low, m = _quad_code(w & np.uint64(0xFFFFFFFF))
-        high, m2 = _quad_code(w >> np.uint64(32))
-        code = low | (high << m)
-        acc |= code << np.uint64(fill)
-        spill = (code >> _ONE) >> np.uint64(63 - fill)  # the bits past this word
-        buf[j] = acc  # stored at every step, kept when the word is full: no branch
-        end = fill + np.int64(m + m2)
-        acc = spill if end >= 64 else acc
-        j += end >> 6
-        fill = end & 63
+    """Append the unary codes of ks (see _unary_codes) when every k <= 7 (``small``: the k, 3 bits
+    each, four to a word, see _quad): sixteen codes from four look-ups in one step when they fit in
+    64 bits (else two); stored at every step, kept when the word is full: no data-dependent branch
+    but that rare one."""
+    n = ks.size - ks.size % 16
+    for o in range(0, n // 4, 4):
+        c0, m0 = _quad(small[o])
+        c1, m1 = _quad(small[o + 1])
+        c2, m2 = _quad(small[o + 2])
+        c3, m3 = _quad(small[o + 3])
+        low, high = c0 | (c1 << np.uint64(m0)), c2 | (c3 << np.uint64(m2))
+        if m0 + m1 + m2 + m3 <= 64:
+            word, acc, full, fill = _step(acc, fill, low | (high << np.uint64(m0 + m1)), m0 + m1 + m2 + m3)
+        else:
+            word, acc, full, fill = _step(acc, fill, low, m0 + m1)
+            buf[j] = word
+            j += full
+            word, acc, full, fill = _step(acc, fill, high, m2 + m3)
+        buf[j] = word
+        j += full
     return _unary_codes(ks[n:], buf, j, acc, fill)
 
 
@@ -617,8 +633,8 @@ def sparse_dither_encode(x, inv, random, k0, k1, k_cap, gamma_bits, buf, upos, k
     fp32 (see _dither), inv finite and |x_i| inv <= k_cap - 1. Returns (buf, nbits, max k_i), or
     nbits = -1 when a k_i is above k_cap.
     Blocks of ks.size = 29 b coordinates, in flat loops: k_i and the signs (vectorised, random draws
-    included), the unary codes (eight per two table look-ups where the block's k_i are at most 7), then
-    the base-3 groups (29 digits dotted with 3^t in vector lanes). small: ks.size / 8 uint64."""
+    included), the unary codes (sixteen per four table look-ups where the block's k_i are at most 7), then
+    the base-3 groups (29 digits dotted with 3^t in vector lanes). small: ks.size / 4 uint64."""
     d = x.size
     acc, fill, j = np.uint64(gamma_bits), GAMMA_BITS, 0
     uj, uacc, ufill = upos >> 6, _ZERO, upos & 63  # the signs' last bits share uj: or-ed in at the end
@@ -629,7 +645,7 @@ def sparse_dither_encode(x, inv, random, k0, k1, k_cap, gamma_bits, buf, upos, k
         buf = _room(buf, uj + 2 * room)  # grown out here: arrays reassigned inside the loop cost a count per value
         while start < d and uj + room <= buf.size:
             n = min(ks.size, d - start)
-            hi = _block_k(x[start : start + n], inv, random, k0, k1, start, ks, small.view(np.uint8), trits)
+            hi = _block_k(x[start : start + n], inv, random, k0, k1, start, ks, small.view(np.uint16), trits)
             if hi > k_cap:
                 return buf, -1, hi
             kmax = max(kmax, hi)
