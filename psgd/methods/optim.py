@@ -21,8 +21,9 @@ class SGDStep:
         self.buf: torch.Tensor | None = None
 
     def step(self, x: torch.Tensor, direction: torch.Tensor, lr: float) -> None:
-        """In-place update of x along direction with step size lr."""
-        x.sub_(lr * self.direction(x, direction))
+        """In-place update of x along direction with step size lr (one pass: no lr * d temporary,
+        which costs seven copies of x in page faults and writes at d = 11M)."""
+        x.sub_(self.direction(x, direction), alpha=lr)
 
     def direction(self, x: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
         """What multiplies -lr in the step (weight decay and momentum applied; updates the buffer)."""
@@ -30,17 +31,17 @@ class SGDStep:
         d = direction
         if o.weight_decay:
             if self.decay_mask is None:
-                d = d + o.weight_decay * x
+                d = torch.add(d, x, alpha=o.weight_decay)
             else:
                 if self.decay_mask.device != x.device or self.decay_mask.dtype != x.dtype:
                     self.decay_mask = self.decay_mask.to(x.device, x.dtype)
-                d = d + o.weight_decay * (x * self.decay_mask)
+                d = torch.addcmul(d, x, self.decay_mask, value=o.weight_decay)
         if o.momentum:
             if self.buf is None:
                 self.buf = d.clone()
             else:
                 self.buf.mul_(o.momentum).add_(d)
-            d = d + o.momentum * self.buf if o.nesterov else self.buf
+            d = torch.add(d, self.buf, alpha=o.momentum) if o.nesterov else self.buf
         return d
 
     def state(self) -> dict[str, torch.Tensor]:
