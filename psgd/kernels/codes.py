@@ -493,18 +493,13 @@ _MASKS10 = _MASKS10.astype(np.uint32)
 del _DIGITS10
 
 
-def _quad_code(index: int) -> tuple[int, int]:
-    """(bit string, length) of the unary codes of four k <= 7 (3 bits each in index, the first lowest)."""
-    code = length = 0
-    for u in range(4):
-        k = (index >> (3 * u)) & 7
-        code |= (1 << (k - 1) if k else 0) << length
-        length += k
-    return code, length
+def _pair_code(index: int) -> int:
+    """The unary codes of two k <= 7 (3 bits each in index, the first lowest) as one bit string."""
+    first, second = index & 7, index >> 3
+    return (1 << (first - 1) if first else 0) | (1 << (second - 1) if second else 0) << first
 
 
-_QUADS = np.array([_quad_code(q)[0] for q in range(4096)], dtype=np.uint32)  # 16 KB
-_QUAD_LENGTHS = np.array([_quad_code(q)[1] for q in range(4096)], dtype=np.uint8)
+_PAIRS = np.array([_pair_code(q) for q in range(64)], dtype=np.uint16)
 
 
 def unary_start(d: int) -> int:
@@ -565,9 +560,14 @@ def _unary_codes(ks, buf, j, acc, fill):
 @device_fn
 def _quad(w):
     """(bit string, length) of the unary codes of four k <= 7, given as w = sum_u k_u 2^(3u) 2^(16u)
-    (four uint16 lanes, the ``small`` of _block_k): the lanes summed by a multiply, one look-up."""
+    (four uint16 lanes, the ``small`` of _block_k): the lanes summed by a multiply into 12 bits, two
+    look-ups of pairs in a 64-entry table that stays in L1 beside the streamed x (a table of quads,
+    16 KB, does not). A length is a bit length: the string ends with its last code's one."""
     index = (w * np.uint64(0x0001000100010001)) >> np.uint64(48)
-    return np.uint64(_QUADS[index]), np.int64(_QUAD_LENGTHS[index])
+    low = np.uint64(_PAIRS[index & np.uint64(63)])
+    m = 64 - np.int64(leading_zeros(low))
+    code = low | (np.uint64(_PAIRS[index >> np.uint64(6)]) << np.uint64(m))
+    return code, 64 - np.int64(leading_zeros(code))
 
 
 @device_fn
