@@ -109,8 +109,9 @@ class SparseDither(Compressor):
         upos = kc.unary_start(d)
         words = kc.new_words(upos + int(d * (0.5 / math.sqrt(self.nu) + 1)))  # sum_i k_i <= sum_i (z_i + 1)
         gamma_bits = int(gamma.reshape(1).view(torch.int32))
-        # k_i of a block, as int32 and 3 bits each (four to a word), its signs
-        block = (np.empty(29 * 64, np.int32), np.empty(29 * 16, np.uint64), np.empty(29 * 64 + 3, np.int8))
+        # a block's k_i as int32 and as bytes, its signs, the unary strings of its eights and their lengths
+        block = (np.empty(29 * 64, np.int32), np.empty(29 * 8, np.uint64), np.empty(29 * 64 + 3, np.int8))
+        block += (np.empty(29 * 8, np.uint64), np.empty(29 * 8, np.uint64))
         args = (self.random, k0, k1, self._k_max(d) + 1, gamma_bits, words, upos, *block)
         words, nbits, kmax = kc.sparse_dither_encode(np_view(x), inv, *args)
         if nbits < 0:  # not with a normal gamma: |x_i| inv <= ||x|| inv ~ 1/(2h)

@@ -493,15 +493,6 @@ _MASKS10 = _MASKS10.astype(np.uint32)
 del _DIGITS10
 
 
-def _pair_code(index: int) -> int:
-    """The unary codes of two k <= 7 (3 bits each in index, the first lowest) as one bit string."""
-    first, second = index & 7, index >> 3
-    return (1 << (first - 1) if first else 0) | (1 << (second - 1) if second else 0) << first
-
-
-_PAIRS = np.array([_pair_code(q) for q in range(64)], dtype=np.uint16)
-
-
 def unary_start(d: int) -> int:
     """First bit of the unary magnitudes: after gamma and the d base-3 signs."""
     full, m = divmod(d, 29)
@@ -519,15 +510,15 @@ def _dither(z, random, k0, k1, i):
 
 @device_fn
 def _block_k(xs, inv, random, k0, k1, start, ks, small, trits):
-    """k_i (ks; min(k_i, 7) 2^(3 (i mod 4)) as uint16 in small, see _quad) and the signs (0, 1 for
-    +, 2 for -) of the block xs starting at coordinate start (a multiple of 4); max k_i. Its own
-    function over a slice (indices known >= 0), with an integer max: the loop vectorises."""
+    """k_i (ks; as bytes min(k_i, 255) in small) and the signs (0, 1 for +, 2 for -) of the block xs
+    starting at coordinate start; max k_i. Its own function over a slice (indices known >= 0), with
+    an integer max: the loop vectorises."""
     hi = np.int32(0)
     for t in range(xs.size):
         v = xs[t]
         k = _dither(abs(v) * inv, random, k0, k1, start + t)
         ks[t] = k
-        small[t] = np.uint16(min(k, np.int32(7)) << (3 * (t & 3)))
+        small[t] = np.uint8(min(k, np.int32(255)))
         trits[t] = (k > 0) * (1 + (v < 0))
         hi = max(hi, k)
     return hi
@@ -558,16 +549,18 @@ def _unary_codes(ks, buf, j, acc, fill):
 
 
 @device_fn
-def _quad(w):
-    """(bit string, length) of the unary codes of four k <= 7, given as w = sum_u k_u 2^(3u) 2^(16u)
-    (four uint16 lanes, the ``small`` of _block_k): the lanes summed by a multiply into 12 bits, two
-    look-ups of pairs in a 64-entry table that stays in L1 beside the streamed x (a table of quads,
-    16 KB, does not). A length is a bit length: the string ends with its last code's one."""
-    index = (w * np.uint64(0x0001000100010001)) >> np.uint64(48)
-    low = np.uint64(_PAIRS[index & np.uint64(63)])
-    m = 64 - np.int64(leading_zeros(low))
-    code = low | (np.uint64(_PAIRS[index >> np.uint64(6)]) << np.uint64(m))
-    return code, 64 - np.int64(leading_zeros(code))
+def _octets(small, codes, lengths):
+    """The unary codes of each eight k <= 7 (the bytes of small[o]) as one bit string codes[o] of
+    lengths[o] bits. A multiply gives the prefix sums P_t = k_0 + ... + k_t in the bytes; the ones
+    sit at P_t - 1: the string is (or_t 2^P_t) >> 1 (a k = 0 repeats the bit before it; leading
+    ones at P = 0 fall off). Lane-wise arithmetic: the loop vectorises."""
+    for o in range(small.size):
+        p = small[o] * np.uint64(0x0101010101010101)
+        bits = _ZERO
+        for t in range(8):
+            bits |= _ONE << ((p >> np.uint64(8 * t)) & np.uint64(63))
+        codes[o] = bits >> _ONE
+        lengths[o] = p >> np.uint64(56)
 
 
 @device_fn
@@ -582,25 +575,29 @@ def _step(acc, fill, code, m):
 
 
 @device_fn
-def _unary_block(ks, small, buf, j, acc, fill):
-    """Append the unary codes of ks (see _unary_codes) when every k <= 7 (``small``: the k, 3 bits
-    each, four to a word, see _quad): sixteen codes from four look-ups in one step when they fit in
-    64 bits (else two); stored at every step, kept when the word is full: no data-dependent branch
-    but that rare one."""
-    n = ks.size - ks.size % 16
-    for o in range(0, n // 4, 4):
-        c0, m0 = _quad(small[o])
-        c1, m1 = _quad(small[o + 1])
-        c2, m2 = _quad(small[o + 2])
-        c3, m3 = _quad(small[o + 3])
-        low, high = c0 | (c1 << np.uint64(m0)), c2 | (c3 << np.uint64(m2))
+def _unary_block(ks, small, buf, j, acc, fill, codes, lengths):
+    """Append the unary codes of ks (see _unary_codes) when every k <= 7 (``small``: the k as bytes,
+    read eight at a time): the strings of eights (_octets), then one branch-free step per 32 codes
+    when they fit in 64 bits (else one per eight). codes, lengths: scratch of ks.size / 8."""
+    n = ks.size - ks.size % 32
+    _octets(small[: n // 8], codes, lengths)
+    for o in range(0, n // 8, 4):
+        m0, m1, m2, m3 = (
+            np.int64(lengths[o]),
+            np.int64(lengths[o + 1]),
+            np.int64(lengths[o + 2]),
+            np.int64(lengths[o + 3]),
+        )
         if m0 + m1 + m2 + m3 <= 64:
-            word, acc, full, fill = _step(acc, fill, low | (high << np.uint64(m0 + m1)), m0 + m1 + m2 + m3)
+            code = codes[o] | (codes[o + 1] << np.uint64(m0))
+            code |= (codes[o + 2] | (codes[o + 3] << np.uint64(m2))) << np.uint64((m0 + m1) & 63)
+            word, acc, full, fill = _step(acc, fill, code, m0 + m1 + m2 + m3)
         else:
-            word, acc, full, fill = _step(acc, fill, low, m0 + m1)
-            buf[j] = word
-            j += full
-            word, acc, full, fill = _step(acc, fill, high, m2 + m3)
+            for u in range(3):
+                word, acc, full, fill = _step(acc, fill, codes[o + u], np.int64(lengths[o + u]))
+                buf[j] = word
+                j += full
+            word, acc, full, fill = _step(acc, fill, codes[o + 3], m3)
         buf[j] = word
         j += full
     return _unary_codes(ks[n:], buf, j, acc, fill)
@@ -628,13 +625,14 @@ def _group_block(trits, buf, j, acc, fill):
 
 
 @cpu
-def sparse_dither_encode(x, inv, random, k0, k1, k_cap, gamma_bits, buf, upos, ks, small, trits):
+def sparse_dither_encode(x, inv, random, k0, k1, k_cap, gamma_bits, buf, upos, ks, small, trits, codes, lengths):
     """Sparse dithering's body for fp32 x into buf (grown as needed): k_i from z_i = |x_i| inv in
     fp32 (see _dither), inv finite and |x_i| inv <= k_cap - 1. Returns (buf, nbits, max k_i), or
     nbits = -1 when a k_i is above k_cap.
     Blocks of ks.size = 29 b coordinates, in flat loops: k_i and the signs (vectorised, random draws
-    included), the unary codes (sixteen per four table look-ups where the block's k_i are at most 7), then
-    the base-3 groups (29 digits dotted with 3^t in vector lanes). small: ks.size / 4 uint64."""
+    included), the unary codes (as strings of eight, joined up to 64 bits, where the block's k_i are at most 7), then
+    the base-3 groups (29 digits dotted with 3^t in vector lanes). small, codes, lengths: ks.size / 8
+    uint64."""
     d = x.size
     acc, fill, j = np.uint64(gamma_bits), GAMMA_BITS, 0
     uj, uacc, ufill = upos >> 6, _ZERO, upos & 63  # the signs' last bits share uj: or-ed in at the end
@@ -645,12 +643,12 @@ def sparse_dither_encode(x, inv, random, k0, k1, k_cap, gamma_bits, buf, upos, k
         buf = _room(buf, uj + 2 * room)  # grown out here: arrays reassigned inside the loop cost a count per value
         while start < d and uj + room <= buf.size:
             n = min(ks.size, d - start)
-            hi = _block_k(x[start : start + n], inv, random, k0, k1, start, ks, small.view(np.uint16), trits)
+            hi = _block_k(x[start : start + n], inv, random, k0, k1, start, ks, small.view(np.uint8), trits)
             if hi > k_cap:
                 return buf, -1, hi
             kmax = max(kmax, hi)
             if hi <= 7:
-                uj, uacc, ufill = _unary_block(ks[:n], small, buf, uj, uacc, ufill)
+                uj, uacc, ufill = _unary_block(ks[:n], small, buf, uj, uacc, ufill, codes, lengths)
             else:
                 uj, uacc, ufill = _unary_codes(ks[:n], buf, uj, uacc, ufill)
             j, acc, fill = _group_block(trits[:n], buf, j, acc, fill)
