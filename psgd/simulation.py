@@ -78,6 +78,10 @@ class Functions(Task):
     def init_params(self) -> torch.Tensor:
         return self.problem.x0.clone()
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.problem.x0.dtype
+
     def oracle(self, worker, device):
         return FunctionOracle(self.problem.grads[worker - 1], self.problem.as_numpy)
 

@@ -96,7 +96,7 @@ def test_payload_bytes_per_round_equal_the_wire_formula(method, up, down, option
         ("diana", "identity", {"lr": 10.0, "strict_theory": True}, "above the theorem's bound"),
         ("liec", "scaled_sign", {"lr": 1.0, "strict_theory": True}, "above the theorem's bound"),
         ("liec", "scaled_sign", {"lr": "theory", "momentum": 0.9}, "need momentum = weight_decay = 0"),
-        ("ef21_sgdm", "topk:k=2", {"lr": "theory"}, "give method.lr as a number"),
+        ("ef14", "topk:k=2", {"lr": "theory", "downlink": "topk:k=2"}, "assumes an uncompressed downlink"),
         ("cser", "topk:k=2", {"period": 0}, "method.period must be >= 1"),
     ],
 )

@@ -152,8 +152,7 @@ class ServerNode:
         else:
             first, elapsed, down, header = self.restore(transport, *resume)
         start = time.perf_counter() - elapsed
-        model = self.method.server_model(self.state)
-        aggregate = Aggregator(self.n, self.task.dim, model.dtype, self.device)
+        aggregate = Aggregator(self.n, self.task.dim, self.task.dtype, self.device)
         for t in range(first, cfg.rounds):
             comm_s = self.broadcast(transport, down, header)
             infos, recv_s, decode_s = self.aggregate(transport, t, len(down), aggregate)

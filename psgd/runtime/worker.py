@@ -35,7 +35,7 @@ class WorkerNode:
         self.cfg, self.rank, self.n, self.device = cfg, rank, n, device
         task = task_class(cfg.task.name)(cfg.task, cfg.seed, n)
         self.dim = task.dim
-        self.dtype = torch.float32  # the job's messages carry x0's dtype: Task.init_params is float32
+        self.dtype = task.dtype  # of every message of the job
         self.method = build(cfg.method, task)
         self.oracle = task.oracle(rank, device)
         self.state = None

@@ -55,7 +55,12 @@ class Task(ABC):
 
     @abstractmethod
     def init_params(self) -> torch.Tensor:
-        """x0 as a flat float32 CPU tensor (deterministic in the seed)."""
+        """x0 as a flat CPU tensor of ``dtype`` (deterministic in the seed)."""
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of x, of every message of the job (a receiver refuses others): float32."""
+        return torch.float32
 
     @abstractmethod
     def oracle(self, worker: int, device: torch.device) -> WorkerOracle:
