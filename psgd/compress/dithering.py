@@ -29,7 +29,7 @@ from typing import ClassVar
 
 import torch
 
-from psgd.compress.base import SENT, Compressor, Message, check_fits, packed_bytes
+from psgd.compress.base import SENT, Compressor, Message, check_fits, largest, narrowest, packed_bytes
 from psgd.compress.registry import register
 from psgd.errors import FrameError
 from psgd.kernels.dither import (
@@ -146,8 +146,8 @@ class _Dithering(Compressor):
         checked), or (norm, positions, signs, levels) of the nonzero Elias-coded levels;
         FrameError on contents no encoder writes."""
         norm = m.body[:4].view(torch.float32)
-        if not bool(torch.isfinite(norm)) or float(norm) < 0:
-            raise FrameError(f"{self.name}: bad norm {float(norm)!r}")
+        if not 0 <= float(norm) <= largest(m.dtype):  # every |C(x)_i| <= norm: finite in m.dtype
+            raise FrameError(f"{self.name}: bad norm {float(norm)!r} (for {narrowest(m.dtype)})")
         if not self._elias:
             # a level above s fits in the code only when s + 1 is not a power of two
             if self._s + 1 < 2 ** (width(self._s) - 1) and max_level(m.body[4:], m.d, self._s) > self._s:
@@ -159,9 +159,11 @@ class _Dithering(Compressor):
         negative = r.bits(nnz)
         levels = r.gammas(nnz, max_bits=64)
         r.finish()
-        pos = torch.cumsum(gaps, 0).sub_(1)
-        if nnz and (int(pos[-1]) >= m.d or int(levels.max()) > self._s):
+        if nnz and (int(gaps.max()) > m.d or int(levels.max()) > self._s):  # gaps <= d: the sum cannot wrap
             raise FrameError(f"{self.name}: position or level out of range")
+        pos = torch.cumsum(gaps, 0).sub_(1)
+        if nnz and int(pos[-1]) >= m.d:
+            raise FrameError(f"{self.name}: position out of range")
         return norm, pos, negative, levels
 
     def _into(self, m: Message, out: torch.Tensor, weight: float, add: bool) -> None:

@@ -64,9 +64,12 @@ class _Natural(Compressor):
         return (), body
 
     def _parse(self, m: Message) -> torch.Tensor:
-        """The body (exponent fields, then sign bits), once no field is 255 (Inf/NaN)."""
-        if int(m.body[: m.d].max()) == 255:
-            raise FrameError(f"{self.name}: exponent field 255 (Inf/NaN)")
+        """The body (exponent fields, then sign bits), once no field stands for a power of two
+        beyond m's dtype (255, Inf/NaN in fp32; above 2^15 for fp16)."""
+        top = 127 + math.floor(math.log2(largest(m.dtype)))  # binary32 bias + the largest exponent
+        field = int(m.body[: m.d].max())
+        if field > top:
+            raise FrameError(f"{self.name}: exponent field {field} beyond {narrowest(m.dtype)}")
         return m.body
 
     def _decode(self, m: Message) -> torch.Tensor:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from psgd.compress.base import Compressor, Message, require_finite
+from psgd.compress.base import Compressor, Message, require_fits
 from psgd.compress.identity import Identity
 from psgd.compress.layout import blocks, with_layers
 from psgd.compress.registry import register
@@ -84,7 +84,7 @@ class SmallDense(Compressor):
         """(the small tensors' fp32 values, the large ones' inner message, parsed once)."""
         d_small, d_large = self._sizes(m.d)
         values = m.body[: 4 * d_small].view(torch.float32)
-        require_finite(self.name, values, "value")
+        require_fits(self.name, values, "value", m.dtype)
         if not d_large:
             return values, None
         inner = self._split(m.d, m.body.device)[2]
