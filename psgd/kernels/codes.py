@@ -662,40 +662,42 @@ def sparse_dither_encode(x, inv, random, k0, k1, k_cap, gamma_bits, buf, upos, k
 @device_fn
 def _group_masks(g):
     """(non-zero digits, digits equal to 2) of the base-3 integer g < 3^29 as 29-bit masks."""
-    lo, hi = g % 59049, g // 59049
-    a, b, c = _MASKS10[lo], _MASKS10[hi % 59049], _MASKS10[hi // 59049]
-    ten = np.uint64(1023)
-    nz = np.uint64(a) & ten | (np.uint64(b) & ten) << np.uint64(10) | (np.uint64(c) & ten) << np.uint64(20)
+    u = np.uint64(g)  # unsigned: division by a constant without the sign fix-ups of Python's floor division
+    ten, twenty = u // np.uint64(3**10), u // np.uint64(3**20)  # independent multiplies
+    a = _MASKS10[u - ten * np.uint64(3**10)]
+    b, c = _MASKS10[ten - twenty * np.uint64(3**10)], _MASKS10[twenty]
+    low = np.uint64(1023)
+    nz = np.uint64(a) & low | (np.uint64(b) & low) << np.uint64(10) | (np.uint64(c) & low) << np.uint64(20)
     neg = np.uint64(a >> 16) | np.uint64(b >> 16) << np.uint64(10) | np.uint64(c >> 16) << np.uint64(20)
     return nz, neg
-
-
-@device_fn
-def _or_bits(bits, p, v):
-    """Or the word v into the bitmap at bit p (bits has a word past the last one)."""
-    s = np.uint64(p & 63)
-    bits[p >> 6] |= v << s
-    bits[(p >> 6) + 1] |= (v >> _ONE) >> (np.uint64(63) - s)
 
 
 @cpu
 def sparse_dither_check(words, nbits, max_q, nonzero, negative, d):
     """(status, end) of a sparse dithering body of d coordinates, its signs written as bitmaps
-    (zeroed, with a word to spare): bit i of ``nonzero`` for s_i != 0, of ``negative`` for s_i < 0.
+    (zeroed, with a word to spare): bit i of ``nonzero`` for s_i != 0, of ``negative`` for s_i < 0
+    (29 bits per group, appended in registers).
     Every sign group in range, then one unary code per non-zero sign, each with at most max_q
     zeros, the last ending at ``end`` == nbits."""
     full, m = divmod(d, 29)
     nz = 0
+    j, fill, acc_nz, acc_neg = 0, 0, _ZERO, _ZERO  # the bitmaps' words in the making, stored at every step
+    top = _POW3[29]
     for grp in range(full + (m > 0)):
         p = GAMMA_BITS + 46 * grp
-        size = 29 if grp < full else m
-        g = np.int64(_bits_at(words[p >> 6], words[(p >> 6) + 1], p & 63, 46 if size == 29 else _GROUP_BITS[size]))
-        if g >= _POW3[size]:
+        last = grp == full  # the short group
+        g = np.int64(_bits_at(words[p >> 6], words[(p >> 6) + 1], p & 63, _GROUP_BITS[m] if last else 46))
+        if g >= (_POW3[m] if last else top):
             return TRIT_RANGE, 0
         a, b = _group_masks(g)
-        _or_bits(nonzero, 29 * grp, a)
-        _or_bits(negative, 29 * grp, b)
         nz += np.int64(popcount(a))
+        word_nz, acc_nz, _, _ = _step(acc_nz, fill, a, 29)
+        word_neg, acc_neg, spill, fill = _step(acc_neg, fill, b, 29)
+        nonzero[j] = word_nz
+        negative[j] = word_neg
+        j += spill
+    nonzero[j] = acc_nz
+    negative[j] = acc_neg
     upos = GAMMA_BITS + 46 * full + _GROUP_BITS[m]
     end = _after_ones(words, upos, nbits, nz)
     if end < 0:
