@@ -11,6 +11,10 @@ Prefix codes are split as the reference writes them: all unary parts, then all f
 A writer puts the unary parts in the stream and the fixed-width parts in a scratch buffer that it
 appends at the end; a reader finds where the unary parts end (popcounts), then walks both parts
 at once: one pass over the values either way.
+
+Sparse dithering's coordinates are too many for a loop per code: its kernels work on vectors
+through portable LLVM intrinsics (vector compress and expanding loads, reductions), which LLVM
+turns into AVX-512 instructions where the CPU has them and into scalar code elsewhere.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ from psgd.kernels.rng import uniform_at
 
 if numba is not None:
     from llvmlite import ir
+    from llvmlite.binding import llvm_version_info
     from numba.core import cgutils, types
+    from numba.core.errors import TypingError
     from numba.cpython.unsafe.numbers import leading_zeros, trailing_zeros
     from numba.extending import intrinsic
 
@@ -46,7 +52,10 @@ if numba is not None:
         """gaps[n + j] = (position of the j-th one of the word w) - (that of the (j - 1)-th), for
         j = 1 .. popcount(w) - 1; gaps[n .. n + 63] are written (gaps[n] and those past the ones are
         garbage). One vector compress of the bit positions (LLVM lowers it to vpcompressb where
-        the CPU has it, to scalar code elsewhere)."""
+        the CPU has it, to scalar code elsewhere). LLVM 19 and later: with an older llvmlite the
+        kernels that use it do not compile, and their callers run the references."""
+        if llvm_version_info < (19,):
+            raise TypingError("llvm.experimental.vector.compress needs LLVM 19 (a newer llvmlite)")
 
         def codegen(context, builder, sig, args):
             i8, i32 = ir.IntType(8), ir.IntType(32)
