@@ -190,7 +190,7 @@ class SparseDither(Compressor):
             return False
 
         def fast():
-            k = np.empty(kc.BLOCK + 128, np.int32)
+            k = np.empty(2 * kc.BLOCK, np.int32)
             kc.sparse_dither_values(p.words, p.nonzero, p.negative, p.gamma, np.float32(weight), np_view(out), add, k)
             return True
 

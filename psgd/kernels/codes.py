@@ -745,7 +745,8 @@ def sparse_dither_values(words, nonzero, negative, gamma, weight, out, add, k):
     """out_i = s_i k_i gamma (fp32), or with ``add`` out_i += weight (s_i k_i gamma), from a checked
     body and its sign bitmaps. Blocks of BLOCK coordinates: the k_i of the block's non-zero signs
     are read from the unary codes a word at a time (vector compress of the ones' positions), then
-    spread over the coordinates 16 at a time (vector expand); ``k``: scratch of BLOCK + 128 int32."""
+    spread over the coordinates 16 at a time (vector expand); ``k``: scratch of 2 BLOCK int32 (a block
+    reads up to BLOCK + 63 codes, and writes 64 past the last)."""
     d = out.size
     full, m = divmod(d, 29)
     upos = GAMMA_BITS + 46 * full + _GROUP_BITS[m]
