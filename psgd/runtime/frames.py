@@ -7,14 +7,37 @@ import torch
 from psgd.compress import Compressor, Message
 from psgd.errors import FrameError
 from psgd.wire import Frame, encode_frame
-from psgd.wire.frame import Kind
+from psgd.wire.frame import Kind, frame_pieces
 
 
-def pack(kind: Kind, round: int, sender: int, info: list, messages: list[Message] = ()) -> tuple[bytes, int]:
+def pack(
+    kind: Kind, round: int, sender: int, info: list, messages: list[Message] = (), into: SendBuffer | None = None
+) -> tuple[bytes | memoryview, int]:
     """Frame bytes and their header byte count (frame header plus message headers). Each body
-    is copied once, into the frame."""
-    data = encode_frame(Frame(kind, round, sender, info, [m.pieces() for m in messages]))
+    is copied once, into the frame: into ``into``'s reused memory when given."""
+    frame = Frame(kind, round, sender, info, [m.pieces() for m in messages])
+    data = encode_frame(frame) if into is None else into.write(frame_pieces(frame))
     return data, len(data) - sum(m.body_len for m in messages)
+
+
+class SendBuffer:
+    """Memory a node builds its frames of one kind in, round after round: no fresh allocation
+    per frame (a fresh 45 MB frame costs about five copies of the vector in page faults). A frame
+    it returns stays valid until the next one is written into it."""
+
+    def __init__(self) -> None:
+        self.memory = bytearray()
+
+    def write(self, pieces: list) -> memoryview:
+        views = [memoryview(p).cast("B") for p in pieces]
+        total = sum(v.nbytes for v in views)
+        if len(self.memory) < total:  # a new block (an exported view forbids resizing the old one)
+            self.memory = bytearray(max(total, 2 * len(self.memory)))
+        pos = 0
+        for v in views:
+            self.memory[pos : pos + v.nbytes] = v
+            pos += v.nbytes
+        return memoryview(self.memory)[:total]
 
 
 def where(frame: Frame) -> str:

@@ -28,7 +28,7 @@ from psgd.methods import Context, build
 from psgd.runtime import checkpoint
 from psgd.runtime.aggregate import Aggregator
 from psgd.runtime.clock import now
-from psgd.runtime.frames import guarded, pack, parse
+from psgd.runtime.frames import SendBuffer, guarded, pack, parse
 from psgd.runtime.ledger import Counts, Ledger
 from psgd.runtime.patience import Patience
 from psgd.runtime.signals import STOPPED, StopRequest
@@ -78,6 +78,7 @@ class ServerNode:
         self.checkpoint_path = checkpoint_path
         self.worker_devices: list[str] = []
         self.patience = Patience(cfg.timeout_s)
+        self.down_buffer = SendBuffer()  # each round's downlink is built here (valid for that round)
         self.stop = stop
 
     def receive(self, transport: Transport, pending: list[int], round: int | None) -> tuple[int, bytes]:
@@ -162,7 +163,7 @@ class ServerNode:
                 messages = self.method.server_step(self.state, aggregate.means(), self.ctx(t))
             except NonFiniteError as e:
                 raise NonFiniteError(f"diverged in round {t} on the server: {e}; try a smaller method.lr") from None
-            down, header = pack(Kind.DOWN, t + 1, 0, [], messages)
+            down, header = pack(Kind.DOWN, t + 1, 0, [], messages, self.down_buffer)
             server_s = time.perf_counter() - t0
             record = {
                 "round": t,

@@ -10,7 +10,7 @@ from psgd.errors import NonFiniteError
 from psgd.methods import Context, build
 from psgd.runtime import checkpoint
 from psgd.runtime.clock import now
-from psgd.runtime.frames import pack, unpack
+from psgd.runtime.frames import SendBuffer, pack, unpack
 from psgd.tasks import task_class
 from psgd.wire import Frame, decode_frame, encode_frame
 from psgd.wire.frame import Kind
@@ -43,6 +43,7 @@ class WorkerNode:
         self.sent = self.received = 0  # training traffic (the ledger's), restored on resume
         self.side_sent = self.side_received = 0  # checkpoint and evaluation frames of this session
         self.done = False
+        self.up_buffer = SendBuffer()  # each round's uplink is built here (valid until the next)
         self.exit_status = 0
 
     def handle(self, data: bytes) -> bytes | None:
@@ -118,6 +119,6 @@ class WorkerNode:
         messages = self.method.worker_step(self.state, down, oracle, ctx)
         encode_s = now(self.device) - t0 - oracle.seconds
         info = [float(self.oracle.last_loss), oracle.seconds, encode_s, decode_s, nbytes]
-        reply, _ = pack(Kind.UP, t, self.rank, info, messages)
+        reply, _ = pack(Kind.UP, t, self.rank, info, messages, self.up_buffer)
         self.round += 1
         return reply

@@ -64,13 +64,18 @@ def part_len(part) -> int:
 def encode_frame(frame: Frame) -> bytes:
     """Serialise a frame; the result is exactly what is handed to MPI. Parts given as tuples of
     buffers (e.g. a message header and a numpy view of its body) are copied once, here."""
+    return b"".join(frame_pieces(frame))
+
+
+def frame_pieces(frame: Frame) -> list:
+    """The buffers whose concatenation is the encoded frame: magic, header, then the parts."""
     header = msgpack.packb(
         [VERSION, int(frame.kind), frame.round, frame.sender, frame.info, [part_len(p) for p in frame.parts]]
     )
     pieces = [MAGIC, header]
     for p in frame.parts:
         pieces.extend(p if isinstance(p, tuple) else (p,))
-    return b"".join(pieces)
+    return pieces
 
 
 def frame_overhead(data: bytes) -> int:
