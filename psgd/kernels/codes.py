@@ -536,7 +536,7 @@ def _block_k(xs, inv, random, k0, k1, start, ks, small, trits):
 @device_fn
 def _unary_codes(ks, buf, j, acc, fill):
     """Append k - 1 zeros and a one for each k > 0 of ks (buf has room): (j, acc, fill). One code at
-    a time: for blocks with a k above 7 and the last ks.size % 8."""
+    a time: for blocks with a k above 7 and the last ks.size % 32."""
     for t in range(ks.size):
         k = np.int64(ks[t])
         end = fill + k
