@@ -135,7 +135,8 @@ class Compressor(ABC):
       * ``_accumulate(m, out, weight)``: out += weight * C(x) without a dense temporary
         (a scatter-add for sparse codecs, arithmetic on packed codes for dense ones): how the
         server aggregates uplinks as they arrive, and how error feedback takes C(x) off its error;
-      * ``_encode_reconstruct(x, generator)``: the message and C(x) from one pass.
+      * ``encode_reconstruct(x, generator, out)``: the message and C(x), decoded from the form the
+        encoder attached where it keeps one (no second read of the body), into ``out`` if given.
     """
 
     name: ClassVar[str]
@@ -180,19 +181,13 @@ class Compressor(ABC):
         return self.accumulate(m, out)
 
     def encode_reconstruct(
-        self, x: torch.Tensor, generator: torch.Generator | None = None
+        self, x: torch.Tensor, generator: torch.Generator | None = None, out: torch.Tensor | None = None
     ) -> tuple[Message, torch.Tensor]:
-        """(encode(x), C(x)) where C(x) is the dense decode of that message, bit for bit, from
-        the encoder's own pass where the codec can (error feedback needs both)."""
-        check_input(x)
-        meta, body, rec = self._encode_reconstruct(x, generator)
-        m = Message(self.name, x.numel(), x.dtype, tuple(meta), body)
-        return m, (self._decode(m) if rec is None else rec)
-
-    def _encode_reconstruct(self, x, generator) -> tuple[tuple, torch.Tensor, torch.Tensor | None]:
-        """(meta, body, C(x) or None to decode the message)."""
-        meta, body = self._encode(x, generator)
-        return meta, body, None
+        """(encode(x), C(x)), C(x) being the decode of that message bit for bit (error feedback and
+        the server's step need both), written into ``out`` when given (a buffer the caller reuses:
+        a fresh d-vector costs page faults every round)."""
+        m = self.encode(x, generator)
+        return m, (self.decode(m) if out is None else self.decode_into(m, out))
 
     def _accumulate(self, m: Message, out: torch.Tensor, weight: float) -> None:
         y = self._decode(m)

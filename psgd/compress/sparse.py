@@ -33,12 +33,6 @@ class Scattered:
         meta, body, _ = self._encode_parsed(x, generator)
         return meta, body
 
-    def _encode_reconstruct(self, x, generator):
-        meta, body, (values, idx) = self._encode_parsed(x, generator)
-        out = torch.zeros(x.numel(), dtype=x.dtype, device=x.device)
-        scatter(out, idx, values, add=False)
-        return meta, body, out
-
     def _decode(self, m: Message) -> torch.Tensor:
         values, idx = self.parsed(m)  # type: ignore[attr-defined]
         out = torch.zeros(m.d, dtype=m.dtype, device=m.body.device)

@@ -151,7 +151,7 @@ class ADIANA(Method):
     def server_step(self, s: State, up, ctx):
         g = s.h + up[0]
         s.h.add_(up[1], alpha=self.params.alpha)
-        msg, direction = self.downlink.encode_reconstruct(g, ctx.rng("downlink", shared=True))
+        msg, direction = self.downlink.encode_reconstruct(g, ctx.rng("downlink", shared=True), self.scratch(g))
         self.advance(s, direction, ctx)
         return [msg]
 

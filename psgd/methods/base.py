@@ -61,6 +61,15 @@ class Method(ABC):
         if constants is not None and (options.lr == THEORY or options.strict_theory):
             self.check_theory()
 
+    def scratch(self, like: torch.Tensor) -> torch.Tensor:
+        """A buffer shaped like ``like`` that this node's rule reuses every round, for a value it
+        needs within one step only (the decoded downlink): a fresh d-vector costs page faults."""
+        key = (like.shape, like.dtype, like.device)
+        buffers = self.__dict__.setdefault("_scratch", {})
+        if key not in buffers:
+            buffers[key] = torch.empty_like(like)
+        return buffers[key]
+
     def use_layers(self, sizes: list[int]) -> None:
         """Give the model's layer sizes to this method's compressors (see compress.with_layers)."""
         for name, value in vars(self).items():

@@ -93,6 +93,6 @@ class DIANA(SGD):
         delta = up[0]
         g_hat = state.h + delta
         state.h.add_(delta, alpha=self.alpha(state.x.numel()))
-        msg, direction = self.downlink.encode_reconstruct(g_hat, ctx.rng("downlink", shared=True))
+        msg, direction = self.downlink.encode_reconstruct(g_hat, ctx.rng("downlink", shared=True), self.scratch(g_hat))
         state.opt.step(state.x, direction, self.step_lr(ctx.round))
         return [msg]

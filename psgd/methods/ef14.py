@@ -86,7 +86,7 @@ class EF14(SGD):
         v = up[0]
         if state.global_error is not None:
             v.add_(state.global_error)
-        msg, q = self.downlink.encode_reconstruct(v, ctx.rng("downlink", shared=True))
+        msg, q = self.downlink.encode_reconstruct(v, ctx.rng("downlink", shared=True), self.scratch(v))
         if state.global_error is not None:
             torch.sub(v, q, out=state.global_error)
         state.opt.step(state.x, q, self.step_lr(ctx.round))

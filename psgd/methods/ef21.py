@@ -99,7 +99,9 @@ class EF21(SGD):
             state.g.copy_(c)
         else:
             state.g.add_(c)
-        msg, direction = self.downlink.encode_reconstruct(state.g, ctx.rng("downlink", shared=True))
+        msg, direction = self.downlink.encode_reconstruct(
+            state.g, ctx.rng("downlink", shared=True), self.scratch(state.g)
+        )
         state.opt.step(state.x, direction, self.step_lr(ctx.round))
         return [msg]
 

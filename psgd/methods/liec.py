@@ -121,7 +121,7 @@ class LIEC(SGD):
             state.global_error.zero_()
             return msgs
         m = up[0].add_(state.global_error)
-        msg, q = self.downlink.encode_reconstruct(m, ctx.rng("downlink", shared=True))
+        msg, q = self.downlink.encode_reconstruct(m, ctx.rng("downlink", shared=True), self.scratch(m))
         torch.sub(m, q, out=state.global_error)
         state.opt.step(state.x, q, lr)
         return [msg]

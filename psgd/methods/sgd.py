@@ -163,7 +163,7 @@ class SGD(Method):
         return [self.uplink.encode(g, ctx.rng("uplink"))]
 
     def server_step(self, state: Replica, up, ctx):
-        msg, direction = self.downlink.encode_reconstruct(up[0], ctx.rng("downlink", shared=True))
+        msg, direction = self.downlink.encode_reconstruct(up[0], ctx.rng("downlink", shared=True), self.scratch(up[0]))
         state.opt.step(state.x, direction, self.step_lr(ctx.round))
         return [msg]
 
