@@ -67,8 +67,9 @@ class Message:
         return self.header(), self.body.cpu().numpy()
 
 
-def check_input(x: torch.Tensor) -> None:
-    """Reject what no compressor can encode, naming the parameter."""
+def check_input(x: torch.Tensor, finite: bool = True) -> None:
+    """Reject what no compressor can encode, naming the parameter; ``finite=False`` leaves NaN/Inf
+    to the codec (one whose own first pass tells, see Compressor.finite_by_own_pass)."""
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"x: expected a torch.Tensor, got {type(x).__name__}")
     if x.dtype not in DTYPES:
@@ -78,7 +79,13 @@ def check_input(x: torch.Tensor) -> None:
     if x.numel() == 0:
         raise ValueError("x: empty tensor")
     # a finite sum proves every entry finite in one read; overflowing sums take the exact check
-    if not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
+    if finite and not bool(torch.isfinite(x.sum())):
+        require_finite_input(x)
+
+
+def require_finite_input(x: torch.Tensor) -> None:
+    """NonFiniteError if x holds NaN or Inf (the exact element check)."""
+    if not bool(torch.isfinite(x).all()):
         raise NonFiniteError("x: contains NaN or Inf")
 
 
@@ -144,6 +151,9 @@ class Compressor(ABC):
     summary: ClassVar[str] = ""
     klass: ClassVar[str] = ""  # the class of SPEC section 1, e.g. "U(d/k - 1)" or "B3(d/k)"
     wire_bits: ClassVar[str] = ""  # the bit count on the wire, e.g. "k(32 + IDX)"
+    # True where _encode's first pass (a float64 norm) is non-finite iff x holds NaN or Inf and
+    # then calls require_finite_input: encode skips check_input's own pass over x
+    finite_by_own_pass: ClassVar[bool] = False
 
     @property
     def spec(self) -> str:
@@ -159,7 +169,7 @@ class Compressor(ABC):
         return f"{self.name}:{','.join(params)}" if params else self.name
 
     def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> Message:
-        check_input(x)
+        check_input(x, finite=not self.finite_by_own_pass)
         meta, body = self._encode(x, generator)
         return Message(self.name, x.numel(), x.dtype, tuple(meta), body)
 

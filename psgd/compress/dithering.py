@@ -29,7 +29,16 @@ from typing import ClassVar
 
 import torch
 
-from psgd.compress.base import SENT, Compressor, Message, check_fits, largest, narrowest, packed_bytes
+from psgd.compress.base import (
+    SENT,
+    Compressor,
+    Message,
+    check_fits,
+    largest,
+    narrowest,
+    packed_bytes,
+    require_finite_input,
+)
 from psgd.compress.registry import register
 from psgd.errors import FrameError
 from psgd.kernels.dither import (
@@ -94,6 +103,7 @@ class _Dithering(Compressor):
 
     unbiased = True
     natural: ClassVar[bool] = False
+    finite_by_own_pass = True  # the float64 norm is NaN or Inf when x holds one
 
     @property
     def _p(self) -> float:
@@ -121,6 +131,8 @@ class _Dithering(Compressor):
 
     def _encode(self, x, generator):
         exact, norm = wire_norm(x, self._p)
+        if not math.isfinite(float(exact)):  # NaN/Inf in x (a float64 norm of finite values may still overflow)
+            require_finite_input(x)
         inv = inverse(norm, work_dtype(x))
         head = norm.reshape(1).view(torch.uint8)
         key = draw_key(generator)
