@@ -185,6 +185,20 @@ class Compressor(ABC):
         self._accumulate(m, out, float(weight))
         return out
 
+    def support(self, m: Message):
+        """A key that is equal for two messages exactly when their values sit at the same indices
+        (rand-k drawn from one shared seed), so that a sum of them can add their values first and
+        scatter once (``values``); None for every other codec."""
+        return None
+
+    def values(self, m: Message) -> torch.Tensor:
+        """The values (in m's dtype) a message with a ``support`` scatters, weight 1."""
+        raise NotImplementedError(f"{self.name}: no shared support")
+
+    def scatter_values(self, m: Message, values: torch.Tensor, out: torch.Tensor) -> None:
+        """out += values at m's support (values in m's dtype, summed over messages of that support)."""
+        raise NotImplementedError(f"{self.name}: no shared support")
+
     def decode_into(self, m: Message, out: torch.Tensor) -> torch.Tensor:
         """out = decode(m), written into an existing buffer."""
         out.zero_()

@@ -26,6 +26,7 @@ from psgd.compress.registry import register
 from psgd.compress.sparse import Scattered
 from psgd.compress.topk import check_ratio_k, check_sent, pack_sparse, resolve_k, sparse_bits, unpack_sparse
 from psgd.kernels import randk
+from psgd.kernels.sparse import scatter
 
 
 def random_subset(d: int, k: int, seed: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -79,6 +80,16 @@ class RandK(Scattered, Compressor):
         """C(x)_S in the message's dtype: the fp32 values sent, times d/k when scaled."""
         values = sent.to(dtype)
         return values * (d / values.numel()) if self.scaled else values
+
+    def support(self, m: Message):
+        """Messages from one shared seed (DIANA's shared randomness) have one index set."""
+        return (m.d, m.meta[0], m.meta[1]) if self.shared_seed else None
+
+    def values(self, m: Message) -> torch.Tensor:
+        return self.parsed(m)[0]
+
+    def scatter_values(self, m: Message, values: torch.Tensor, out: torch.Tensor) -> None:
+        scatter(out, self.parsed(m)[1], values, 1.0)
 
     def _parse(self, m: Message) -> tuple[torch.Tensor, torch.Tensor]:
         """(C(x)_S, S): S from the seed, or the sent indices (ascending, within range(d)); C(x)_S

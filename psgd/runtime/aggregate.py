@@ -6,13 +6,28 @@ temporaries) into one preallocated buffer per part strictly in rank order, a wor
 early waiting, parsed, for the ranks before it. So the sum is the same floats whatever the
 arrival order, under MPI and in the in-process simulation alike: (((0 + c_1) + c_2) + ...) / n,
 the mean a method's server rule reads.
+
+Messages with one support (rand-k from a seed every worker shares: ``Compressor.support``) add
+their k values first and are scattered once: the same floats, since every coordinate outside the
+support stays 0 and every one inside gets ((0 + v_1) + v_2) + ... either way.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from psgd.compress import Compressor, Message
+
+
+@dataclass
+class Pending:
+    """Values of consecutive messages of one support, summed, not yet scattered."""
+
+    key: object
+    message: Message
+    values: torch.Tensor
 
 
 class Aggregator:
@@ -20,6 +35,7 @@ class Aggregator:
         self.n, self.d, self.dtype, self.device = n, d, dtype, device
         self.buffers: list[torch.Tensor] = []
         self.codecs: list[Compressor] = []
+        self.pending: list[Pending | None] = []
         self.waiting: dict[int, list[Message]] = {}
         self.next = 1
 
@@ -27,22 +43,43 @@ class Aggregator:
         """Begin a round whose uplinks have one part per codec."""
         while len(self.buffers) < len(codecs):  # allocated once, reused every round
             self.buffers.append(torch.empty(self.d, dtype=self.dtype, device=self.device))
-        self.codecs, self.waiting, self.next = codecs, {}, 1
+        self.codecs, self.pending, self.waiting, self.next = codecs, [None] * len(codecs), {}, 1
 
     def add(self, w: int, messages: list[Message]) -> None:
         """Worker w's parsed messages; added now if every lower rank is in, else when they are."""
         self.waiting[w] = messages
         while self.next in self.waiting:
-            for codec, m, out in zip(self.codecs, self.waiting.pop(self.next), self.buffers, strict=False):
-                if self.next == 1:
-                    codec.decode_into(m, out)
-                else:
-                    codec.accumulate(m, out)
+            for j, m in enumerate(self.waiting.pop(self.next)):
+                self._add(j, m)
             self.next += 1
+
+    def _add(self, j: int, m: Message) -> None:
+        codec, out, pending = self.codecs[j], self.buffers[j], self.pending[j]
+        key = codec.support(m)
+        if pending is not None and key == pending.key:
+            pending.values.add_(codec.values(m))
+            return
+        self._flush(j)
+        if key is not None:
+            if self.next == 1:
+                out.zero_()
+            self.pending[j] = Pending(key, m, codec.values(m).clone())
+        elif self.next == 1:
+            codec.decode_into(m, out)
+        else:
+            codec.accumulate(m, out)
+
+    def _flush(self, j: int) -> None:
+        pending = self.pending[j]
+        if pending is not None:
+            self.codecs[j].scatter_values(pending.message, pending.values, self.buffers[j])
+            self.pending[j] = None
 
     def means(self) -> list[torch.Tensor]:
         """(1/n) sum_i c_i for each part, once all n workers are in. The buffers are reused next
         round: a server rule reads them, it does not keep them."""
         if self.next != self.n + 1:
             raise RuntimeError(f"aggregate read with {self.next - 1} of {self.n} workers in")
+        for j in range(len(self.codecs)):
+            self._flush(j)
         return [b.div_(self.n) for b in self.buffers[: len(self.codecs)]]
