@@ -36,7 +36,7 @@ from psgd.methods import Context, build
 from psgd.methods.ef14 import EF14Options
 from psgd.runtime.aggregate import Aggregator
 from psgd.runtime.clock import now
-from psgd.runtime.frames import pack
+from psgd.runtime.frames import SendBuffer, pack, parse
 from psgd.wire import decode_frame
 from psgd.wire.frame import Kind
 
@@ -106,14 +106,13 @@ def bench_spec(spec: str, d: int, n: int, repeat: int, device: torch.device) -> 
         frames.append(bytearray(pack(Kind.UP, 0, w, INFO, messages)[0]))
     codecs, down_codecs = method.uplink_codecs(0), method.downlink_codecs(0)
     aggregate = Aggregator(n, d, torch.float32, device)
-    down = bytearray()
+    down, down_buffer, up_buffer = bytearray(), SendBuffer(), SendBuffer()  # reused, as the nodes do
 
     def server(r: int, lap) -> None:
         nonlocal down
         parsed = []
         for w, data in enumerate(frames, start=1):
-            frame = decode_frame(data, sender=w, round=0)
-            parsed.append([c.from_bytes(p, device, d) for c, p in zip(codecs, frame.parts, strict=True)])
+            parsed.append(parse(decode_frame(data, sender=w, round=0), codecs, device, d, torch.float32)[0])
         lap("parse")
         aggregate.start(codecs)
         for w, messages in enumerate(parsed, start=1):
@@ -122,7 +121,7 @@ def bench_spec(spec: str, d: int, n: int, repeat: int, device: torch.device) -> 
         lap("accumulate")
         messages = method.server_step(state, means, Context(r, 0, n, 0, device))
         lap("server_step")
-        data = pack(Kind.DOWN, r + 1, 0, [], messages)[0]
+        data = pack(Kind.DOWN, r + 1, 0, [], messages, down_buffer)[0]
         lap("pack_down")
         down = bytearray(data)  # as a worker's transport delivers it (untimed: not the server's work)
 
@@ -130,7 +129,7 @@ def bench_spec(spec: str, d: int, n: int, repeat: int, device: torch.device) -> 
         state, oracle, ctx = workers[0]
         messages = method.worker_step(state, [], oracle, ctx)
         lap("worker_step")
-        pack(Kind.UP, 0, 1, INFO, messages)
+        pack(Kind.UP, 0, 1, INFO, messages, up_buffer)
         lap("pack_up")
         frame = decode_frame(down, sender=0, round=None)
         for c, p in zip(down_codecs, frame.parts, strict=True):

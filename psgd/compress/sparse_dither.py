@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from psgd import kernels
-from psgd.compress.base import SENT, Compressor, Message, check_fits
+from psgd.compress.base import SENT, Compressor, Message, check_fits, largest, narrowest
 from psgd.compress.dithering import work_dtype
 from psgd.compress.registry import register
 from psgd.errors import FrameError
@@ -144,10 +144,23 @@ class SparseDither(Compressor):
         """Packed where the compiled kernels read the body (fp32 and half messages on the CPU),
         else Dense (float64 messages decode k_i gamma in float64; CUDA)."""
         if m.dtype == torch.float64:
-            return self._parse_reference(m)
-        return kernels.run(
-            kc.sparse_dither_check, (m.body,), lambda: self._parse_compiled(m), lambda: self._parse_reference(m)
-        )
+            parsed = self._parse_reference(m)
+        else:
+            parsed = kernels.run(
+                kc.sparse_dither_check, (m.body,), lambda: self._parse_compiled(m), lambda: self._parse_reference(m)
+            )
+        self._check_range(m, parsed)
+        return parsed
+
+    def _check_range(self, m: Message, parsed: Packed | Dense) -> None:
+        """Every decoded |C(x)_i| = gamma k_i must fit m's dtype: at once where gamma k_max(d) does
+        (nearly always), else from the largest k_i the body holds (read again, only then)."""
+        gamma = float(parsed.gamma)
+        if gamma * self._k_max(m.d) <= largest(m.dtype):
+            return
+        k = parsed.k if isinstance(parsed, Dense) else self._parse_reference(m).k
+        if k.numel() and gamma * int(k.max()) > largest(m.dtype):
+            raise FrameError(f"{self.name}: gamma max k_i = {gamma * int(k.max()):.4g} beyond {narrowest(m.dtype)}")
 
     def _parse_compiled(self, m: Message) -> Packed:
         (nbits,) = m.meta
