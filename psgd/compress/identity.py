@@ -11,12 +11,15 @@ from psgd.compress.base import (
     Compressor,
     Message,
     check_fits,
+    check_input,
     largest,
     magnitude,
     require_finite,
+    require_finite_input,
     require_fits,
 )
 from psgd.compress.registry import register
+from psgd.kernels.copy import copy_finite
 
 
 @register
@@ -28,7 +31,15 @@ class Identity(Compressor):
     klass = "U(0)"
     wire_bits = "32d"
 
+    finite_by_own_pass = True  # the copy into the body checks finiteness (one pass over x)
+
     def _encode(self, x, generator):
+        if x.dtype == torch.float32 and x.is_contiguous():
+            values = torch.empty_like(x)
+            if not copy_finite(x, values):
+                require_finite_input(x)
+            return (), values.view(torch.uint8)
+        check_input(x)
         if x.dtype == torch.float64:
             check_fits("max |x_i|", float(magnitude(x)), x.dtype)
         return (), x.to(torch.float32, copy=True).view(torch.uint8).reshape(-1)
