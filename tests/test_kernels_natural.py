@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from kernel_checks import outputs, same_bits
 
 from psgd.compress import make
 from psgd.compress.natural import natural_code_values, natural_codes
@@ -22,18 +23,6 @@ def vector(d: int, seed: int) -> torch.Tensor:
     edges = torch.tensor([0.0, -0.0, 1e-45, -3e-39, 1.5, -0.75, 3.0 * 2.0**100, -(2.0**120), 1.0, 2.0**-126])
     x[: min(d, edges.numel())] = edges[: min(d, edges.numel())]
     return x[torch.randperm(d, generator=g)]
-
-
-def outputs(c, x: torch.Tensor, seed: int, start: torch.Tensor) -> tuple:
-    """(message bytes, decode, decode_into, accumulate at weights 1, -1, 1/2) of the parsed message."""
-    raw = c.encode(x, torch.Generator().manual_seed(seed)).to_bytes()
-    parsed = c.from_bytes(bytearray(raw))
-    accs = [c.accumulate(parsed, start.clone(), w) for w in (1.0, -1.0, 0.5)]
-    return raw, c.decode(parsed), c.decode_into(parsed, torch.full((x.numel(),), 7.0)), accs
-
-
-def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.dtype == b.dtype and torch.equal(a.view(torch.int32), b.view(torch.int32))
 
 
 @pytest.mark.parametrize("spec", ["natural", "natural_round"])

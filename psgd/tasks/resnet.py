@@ -33,14 +33,25 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, blocks: tuple[int, ...], classes: int, width: int, norm: Callable[[int], nn.Module]) -> None:
+    """The CIFAR trunk: a 3x3 stem, stages of ``blocks`` blocks of widths w, 2w, 4w, 8w (the
+    first of each later stage strided), global average pool, one linear layer. ``block`` builds
+    each block (c_in, c_out, stride, norm): BasicBlock here, SENet-18's in senet.py."""
+
+    def __init__(
+        self,
+        blocks: tuple[int, ...],
+        classes: int,
+        width: int,
+        norm: Callable[[int], nn.Module],
+        block: Callable[..., nn.Module] = BasicBlock,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Conv2d(3, width, 3, 1, 1, bias=False), norm(width), nn.ReLU(inplace=True)]
         c_in = width
         for stage, count in enumerate(blocks):
             c_out = width * 2**stage
             for i in range(count):
-                layers.append(BasicBlock(c_in, c_out, 2 if stage > 0 and i == 0 else 1, norm))
+                layers.append(block(c_in, c_out, 2 if stage > 0 and i == 0 else 1, norm))
                 c_in = c_out
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.classifier = nn.Linear(c_in, classes)

@@ -18,6 +18,8 @@ from collections.abc import Callable
 
 from torch import nn
 
+from psgd.tasks.resnet import ResNet
+
 BLOCKS = {"senet18": (2, 2, 2, 2)}
 REDUCTION = 16  # the excitation's bottleneck: c -> c / 16 -> c
 
@@ -51,22 +53,6 @@ class SEPreActBlock(nn.Module):
         return u * self.excitation(u) + (x if self.projection is None else self.projection(a))
 
 
-class SENet(nn.Module):
-    def __init__(self, blocks: tuple[int, ...], classes: int, width: int, norm: Callable[[int], nn.Module]) -> None:
-        super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(3, width, 3, 1, 1, bias=False), norm(width), nn.ReLU(inplace=True)]
-        c_in = width
-        for stage, count in enumerate(blocks):
-            c_out = width * 2**stage
-            for i in range(count):
-                layers.append(SEPreActBlock(c_in, c_out, 2 if stage > 0 and i == 0 else 1, norm))
-                c_in = c_out
-        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.classifier = nn.Linear(c_in, classes)
-
-    def forward(self, x):
-        return self.classifier(self.features(x))
-
-
-def senet(name: str, classes: int, width: int, norm: Callable[[int], nn.Module]) -> SENet:
-    return SENet(BLOCKS[name], classes, width, norm)
+def senet(name: str, classes: int, width: int, norm: Callable[[int], nn.Module]) -> ResNet:
+    """ResNet-18's trunk with squeeze-and-excitation pre-activation blocks."""
+    return ResNet(BLOCKS[name], classes, width, norm, block=SEPreActBlock)
