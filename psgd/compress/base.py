@@ -279,7 +279,6 @@ class Compressor(ABC):
             raise FrameError(f"{self.name}: body has {nbytes} bytes, header implies {expected}")
         body = body_tensor(data, offset, expected).to(device, non_blocking=True)
         m = Message(codec, d, DTYPE_OF_CODE[dtype_code], tuple(meta), body)
-        self._validate(m)
         object.__setattr__(m, "parsed", self._parse(m))
         return m
 
@@ -287,9 +286,6 @@ class Compressor(ABC):
         """A lower bound on the bits of every message of dimension d, from arithmetic alone:
         from_bytes checks it first, so a huge d in a short body is refused before any work in d."""
         return 0
-
-    def _validate(self, m: Message) -> None:
-        """Check body contents a decoder would trust that ``_parse`` does not read; raise FrameError."""
 
     @abstractmethod
     def _encode(self, x: torch.Tensor, generator: torch.Generator | None) -> tuple[tuple, torch.Tensor]:
