@@ -262,7 +262,7 @@ def dither_sparse_kernel(x, inv, s, k0, k1, gaps, negative, levels):
     """The nonzero uniform levels of fp32 x: position gaps (the first from -1), signs and levels;
     returns how many."""
     d = x.size
-    codes = np.empty(CHUNK, dtype=np.int64)
+    codes = np.empty(CHUNK, dtype=np.int32)  # int32 stores keep the level loop as wide as dither_encode's
     nnz = 0
     last = -1
     for c in range(0, d, CHUNK):
