@@ -152,7 +152,8 @@ class Compressor(ABC):
     klass: ClassVar[str] = ""  # the class of SPEC section 1, e.g. "U(d/k - 1)" or "B3(d/k)"
     wire_bits: ClassVar[str] = ""  # the bit count on the wire, e.g. "k(32 + IDX)"
     # True where _encode itself refuses NaN/Inf input from a pass it makes anyway (dithering's
-    # float64 norm, identity's copy) with require_finite_input: encode skips check_input's pass
+    # float64 norm, natural's max |x_i|, identity's copy) with require_finite_input: encode skips
+    # check_input's pass
     finite_by_own_pass: ClassVar[bool] = False
 
     @property

@@ -22,7 +22,7 @@ from typing import ClassVar
 
 import torch
 
-from psgd.compress.base import Compressor, Message, largest, narrowest, packed_bytes
+from psgd.compress.base import Compressor, Message, largest, narrowest, packed_bytes, require_finite_input
 from psgd.compress.registry import register
 from psgd.errors import FrameError, NonFiniteError
 from psgd.kernels.natural import fields_ref, natural_encode, natural_into, values_ref
@@ -55,11 +55,14 @@ def natural_code_values(codes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor
 class _Natural(Compressor):
     stochastic: ClassVar[bool]
     wire_bits = "9d"
+    finite_by_own_pass = True  # the encoding pass returns max |x_i|: NaN/Inf iff x holds one
 
     def _encode(self, x, generator):
         d = x.numel()
         body = torch.empty(d + packed_bytes(d), dtype=torch.uint8, device=x.device)
         amax = natural_encode(x, draw_key(generator) if self.stochastic else None, body)
+        if not math.isfinite(amax):  # max |x_i| of the encoding pass is NaN/Inf iff x holds one
+            require_finite_input(x)
         check_range(amax, x.dtype, self.stochastic)
         return (), body
 
