@@ -10,12 +10,13 @@ as it would become Inf.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
-from psgd.compress.base import Compressor, Message, magnitude, require_fits
+from psgd.compress.base import Compressor, Message, magnitude, require_finite_input, require_fits
 from psgd.compress.registry import register
 from psgd.errors import NonFiniteError
 from psgd.kernels.cast import add_widened
@@ -26,9 +27,14 @@ class _Cast(Compressor):
     roundoff: ClassVar[float]
     wire_bits = "16d"
 
+    finite_by_own_pass = True  # the range check's max |x_i| is NaN/Inf iff x holds one
+
     def _encode(self, x, generator):
         finfo = torch.finfo(self.target)
-        if x.dtype != self.target and float(magnitude(x)) > finfo.max:
+        top = float(magnitude(x))
+        if not math.isfinite(top):
+            require_finite_input(x)
+        if x.dtype != self.target and top > finfo.max:
             raise NonFiniteError(f"x: |x_i| exceeds the largest finite {self.name} value {finfo.max:g}")
         return (), x.to(self.target).contiguous().view(torch.uint8).reshape(-1)
 
