@@ -188,8 +188,13 @@ def job_field(env, job: str, field: str) -> str:
 
 
 def nudge(env, job: str) -> None:
-    """SLURM holds a requeued job for about two minutes (Reason=BeginTime); move its begin time to now."""
-    if job_field(env, job, "JobState") == "PENDING" and job_field(env, job, "Reason") == "BeginTime":
+    """SLURM holds a requeued job for about two minutes; move its begin time to now. The pending
+    reason reads BeginTime, or NonZeroExitCode when the requeue's kill reached the first start's
+    batch shell before its own exit 0 (a race of the requeue, not a failure)."""
+    if job_field(env, job, "JobState") == "PENDING" and job_field(env, job, "Reason") in (
+        "BeginTime",
+        "NonZeroExitCode",
+    ):
         run(["scontrol", "update", f"JobId={job}", f"StartTime={time.strftime('%Y-%m-%dT%H:%M:%S')}"], env=env)
 
 
