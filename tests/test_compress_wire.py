@@ -170,3 +170,12 @@ def test_wrapper_with_fields_that_depend_on_x():
     assert m.meta == (c.bits(m),) and c.bits(60) is None
     y = c.decode(c.from_bytes(m.to_bytes()))
     assert torch.equal(y, torch.where(x.abs() >= 0.5, x, 0))
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_decode_into_a_buffer_of_another_size_is_refused(spec):
+    c = make(resolve(spec, 40))
+    m = c.encode(torch.randn(40, generator=torch.Generator().manual_seed(0)), torch.Generator().manual_seed(1))
+    with pytest.raises(ValueError, match="decode into 39 elements, message has d = 40"):
+        c.decode_into(m, torch.zeros(39))
+    assert torch.equal(c.decode_into(m, torch.full((40,), 7.0)), c.decode(m))

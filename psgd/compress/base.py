@@ -201,9 +201,17 @@ class Compressor(ABC):
         raise NotImplementedError(f"{self.name}: no shared support")
 
     def decode_into(self, m: Message, out: torch.Tensor) -> torch.Tensor:
-        """out = decode(m), written into an existing buffer."""
+        """out = decode(m), written into an existing buffer (out has m.d elements)."""
+        if out.numel() != m.d:
+            raise ValueError(f"{self.name}: decode into {out.numel()} elements, message has d = {m.d}")
+        self._decode_into(m, out)
+        return out
+
+    def _decode_into(self, m: Message, out: torch.Tensor) -> None:
+        """out = C(x) (size checked). By default zeros, then accumulate; codecs that can write each
+        coordinate once override it."""
         out.zero_()
-        return self.accumulate(m, out)
+        self._accumulate(m, out, 1.0)
 
     def encode_reconstruct(
         self, x: torch.Tensor, generator: torch.Generator | None = None, out: torch.Tensor | None = None

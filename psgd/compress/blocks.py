@@ -112,15 +112,12 @@ class _Blockwise(Compressor):
     def _decode(self, m: Message) -> torch.Tensor:
         return self.decode_into(m, torch.empty(m.d, dtype=m.dtype, device=m.body.device))
 
-    def decode_into(self, m: Message, out: torch.Tensor) -> torch.Tensor:
+    def _decode_into(self, m: Message, out: torch.Tensor) -> None:
         """Block b decodes into its own slice of out (one write each, no zeroing pass)."""
-        if out.numel() != m.d:
-            raise ValueError(f"{self.name}: decode into {out.numel()} elements, message has d = {m.d}")
         offset = 0
         for part in self.parsed(m):  # a loop over blocks, not coordinates
-            self.inner.decode_into(part, out[offset : offset + part.d])  # type: ignore[attr-defined]
+            self.inner._decode_into(part, out[offset : offset + part.d])  # type: ignore[attr-defined]
             offset += part.d
-        return out
 
     def _accumulate(self, m: Message, out: torch.Tensor, weight: float) -> None:
         """Block b accumulates into its own slice of out: no dense block is made."""

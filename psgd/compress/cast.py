@@ -49,12 +49,10 @@ class _Cast(Compressor):
     def _decode(self, m: Message) -> torch.Tensor:
         return self.parsed(m).to(m.dtype)
 
-    def decode_into(self, m: Message, out: torch.Tensor) -> torch.Tensor:
-        """out = C(x) by one widening copy (the default zeroes out, then accumulates)."""
-        if out.numel() != m.d:
-            raise ValueError(f"{self.name}: decode into {out.numel()} elements, message has d = {m.d}")
+    def _decode_into(self, m: Message, out: torch.Tensor) -> None:
+        """out = C(x) by one widening copy."""
         values = self.parsed(m)
-        return out.copy_(values if out.dtype == m.dtype else values.to(m.dtype))
+        out.copy_(values if out.dtype == m.dtype else values.to(m.dtype))
 
     def _accumulate(self, m: Message, out: torch.Tensor, weight: float) -> None:
         if out.dtype != m.dtype:  # values are C(x) in the message's dtype first

@@ -194,13 +194,13 @@ class _Dithering(Compressor):
         self._into(m, out, 1.0, add=False)
         return out
 
-    def decode_into(self, m: Message, out: torch.Tensor) -> torch.Tensor:
+    def _decode_into(self, m: Message, out: torch.Tensor) -> None:
         if out.dtype != m.dtype:
-            return super().decode_into(m, out)
+            super()._decode_into(m, out)
+            return
         if self._elias:
             out.zero_()
         self._into(m, out, 1.0, add=False)
-        return out
 
     def _accumulate(self, m: Message, out: torch.Tensor, weight: float) -> None:
         if out.dtype != m.dtype:

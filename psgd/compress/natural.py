@@ -80,11 +80,11 @@ class _Natural(Compressor):
         natural_into(self.parsed(m), out, 1.0, add=False)
         return out
 
-    def decode_into(self, m: Message, out: torch.Tensor) -> torch.Tensor:
+    def _decode_into(self, m: Message, out: torch.Tensor) -> None:
         if out.dtype != m.dtype:
-            return super().decode_into(m, out)
-        natural_into(self.parsed(m), out, 1.0, add=False)
-        return out
+            super()._decode_into(m, out)
+        else:
+            natural_into(self.parsed(m), out, 1.0, add=False)
 
     def _accumulate(self, m: Message, out: torch.Tensor, weight: float) -> None:
         if out.dtype != m.dtype:

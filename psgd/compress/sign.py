@@ -59,13 +59,10 @@ class SignBits(Compressor):
         sign_values(bits, self.sizes(m.d), scales, out, add=False)
         return out
 
-    def decode_into(self, m: Message, out: torch.Tensor) -> torch.Tensor:
-        """out = C(x) in one pass over out (the default zeroes it, then accumulates)."""
-        if out.numel() != m.d:
-            raise ValueError(f"{self.name}: decode into {out.numel()} elements, message has d = {m.d}")
+    def _decode_into(self, m: Message, out: torch.Tensor) -> None:
+        """out = C(x) in one pass over out."""
         scales, bits = self.parsed(m)
         sign_values(bits, self.sizes(m.d), scales, out, add=False)
-        return out
 
     def _accumulate(self, m: Message, out: torch.Tensor, weight: float) -> None:
         scales, bits = self.parsed(m)

@@ -219,10 +219,9 @@ class SparseDither(Compressor):
         v = k.to(w) * gamma.to(w)
         return torch.where(neg, -v, v).to(m.dtype)
 
-    def decode_into(self, m: Message, out: torch.Tensor) -> torch.Tensor:
-        if m.dtype == torch.float32 and out.numel() == m.d and self._values(m, out, 1.0, add=False):
-            return out
-        return super().decode_into(m, out)
+    def _decode_into(self, m: Message, out: torch.Tensor) -> None:
+        if not (m.dtype == torch.float32 and self._values(m, out, 1.0, add=False)):
+            super()._decode_into(m, out)
 
     def _accumulate(self, m: Message, out: torch.Tensor, weight: float) -> None:
         if m.dtype != torch.float32 or not self._values(m, out, weight, add=True):

@@ -396,7 +396,8 @@ def _signed_ref(levels: torch.Tensor, negative: torch.Tensor, table: torch.Tenso
     return torch.where(negative, -v, v).to(dtype)
 
 
-def _put_ref(values: torch.Tensor, out: torch.Tensor, weight: float, add: bool) -> None:
+def put_ref(values: torch.Tensor, out: torch.Tensor, weight: float, add: bool) -> None:
+    """out = values, or out += weight values with ``add``: the references' last step."""
     if not add:
         out.copy_(values)
     elif weight == 1.0:
@@ -425,7 +426,7 @@ def dither_into(
 
     def reference():
         c = unpack_uint(codes, d, width(s))
-        _put_ref(_signed_ref(c >> 1, (c & 1).bool(), table, out.dtype), out, weight, add)
+        put_ref(_signed_ref(c >> 1, (c & 1).bool(), table, out.dtype), out, weight, add)
 
     run(dither_into_kernel, (codes, out), compiled, reference) if fast else reference()
 

@@ -21,7 +21,8 @@ import torch
 
 from psgd.kernels import cpu, device_fn, np_view, rng, run
 from psgd.kernels import triton as gpu
-from psgd.kernels.dither import random24
+from psgd.kernels.dither import put_ref
+from psgd.kernels.rng import random24
 from psgd.wire.bits import pack_bits, unpack_bits
 
 CHUNK = 4096  # elements per block: the field loop vectorises, then the block's sign bytes while x is in cache
@@ -170,13 +171,7 @@ def natural_into(body: torch.Tensor, out: torch.Tensor, weight: float, add: bool
         natural_into_kernel(np_view(body), np_view(out), np_view(out).dtype.type(weight), add)
 
     def reference():
-        values = values_ref(body[:d], unpack_bits(body[d:], d), out.dtype)
-        if not add:
-            out.copy_(values)
-        elif weight == 1.0:
-            out.add_(values)
-        else:
-            out.add_(values, alpha=weight)
+        put_ref(values_ref(body[:d], unpack_bits(body[d:], d), out.dtype), out, weight, add)
 
     fast = out.dtype in (torch.float32, torch.float64) and out.is_contiguous()
     run(natural_into_kernel, (body, out), compiled, reference) if fast else reference()

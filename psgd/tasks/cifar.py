@@ -21,7 +21,7 @@ from psgd.tasks.base import Task, TaskOptions, WorkerOracle
 from psgd.tasks.cifar_data import ImageData, load_cifar, synthetic_images
 from psgd.tasks.data import shard_indices
 from psgd.tasks.flat import FlatModule, weight_mask
-from psgd.tasks.models import MODELS, NORMS, build_model
+from psgd.tasks.models import MODELS, NORMS, build_model, reset_batchnorm
 from psgd.tasks.registry import register
 
 MEAN = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
@@ -148,13 +148,8 @@ class Cifar(Task):
 
     def _calibrate(self, module: nn.Module, device: torch.device) -> None:
         """Re-estimate BatchNorm running statistics from fixed training batches (cumulative average)."""
-        norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        if not norms:
+        if not reset_batchnorm(module):
             return
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None
-        module.train()
         g = generator(self.seed, 0, 0, "bn_calibration")
         count = min(self.options.eval_batch, len(self.data.y_train))
         for _ in range(self.options.bn_batches):

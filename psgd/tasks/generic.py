@@ -52,6 +52,7 @@ from psgd.errors import ConfigError
 from psgd.seeding import derive_seed, generator
 from psgd.tasks.base import Task, TaskOptions, WorkerOracle
 from psgd.tasks.flat import FlatModule, weight_mask
+from psgd.tasks.models import reset_batchnorm
 from psgd.tasks.shards import shards
 
 PRECISIONS = ("fp32", "bf16")
@@ -294,15 +295,8 @@ class TorchTask(Task):
 
     def calibrate(self, module: nn.Module, device: torch.device) -> None:
         """Re-estimate BatchNorm running statistics from fixed training batches (cumulative average)."""
-        norms = [
-            m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-        ]
-        if not norms:
+        if not reset_batchnorm(module):
             return
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None
-        module.train()
         train = self.described.train
         g = generator(self.seed, 0, 0, "bn_calibration")
         with seeded(derive_seed(self.seed, 0, 0, "bn_calibration/torch"), device):

@@ -38,3 +38,14 @@ NORMS: dict[str, Callable[[int], nn.Module]] = {
 
 def build_model(name: str, classes: int, width: int = 64, norm: str = "batch") -> nn.Module:
     return MODELS[name](name, classes, width, NORMS[norm])
+
+
+def reset_batchnorm(module: nn.Module) -> bool:
+    """Prepare the re-estimation of module's BatchNorm running statistics: reset them, switch them
+    to a cumulative average (momentum None) and the module to train mode. False when it has none."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    module.train()
+    return bool(norms)
