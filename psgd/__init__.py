@@ -9,6 +9,10 @@ __version__ = "0.1.0"
 # user's own setting wins.
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
+from psgd.memory import keep_freed_pages  # noqa: E402  (after the variable above: before any tensor)
+
+keep_freed_pages()
+
 
 _LAZY = {
     "simulate": ("psgd.simulation", "simulate"),
