@@ -65,8 +65,11 @@ class CSER(Method):
         """Xie et al. 2020, Theorem 1 (CSER, nonconvex, L-smooth, bounded variance and second moment of the
         gradients, delta-approximate C_up and C_reset): eta <= 1/(2L) gives
         (1/T) sum_t E||grad f(x_bar_t)||^2 = O((f(x_0) - f*)/(eta T) + eta L sigma^2/n + eta^2 L^2 H^2 G^2 (1 - delta)),
-        x_bar the mean of the local models. Step and form are recalled, not re-read ([R]): of the values
-        recalled (1/L, 1/(2L)) the smaller is used."""
+        x_bar the mean of the local models. Status [R]: the theorem number, step and bound are recalled; the text was
+        not readable here (the search corpora hold only each paper's opening (title, abstract, start of the
+        introduction); [S] there: the abstract's claim of convergence for smooth nonconvex problems). Of the steps
+        recalled (1/L, 1/(2L)) the smaller is used. Tested: the 1/T term and the floor's growth with H, as orders
+        only."""
         L = self.constants.need_L(self.name)
         return 1 / (2 * L), f"CSER (Xie et al. 2020, Theorem 1): lr <= 1/(2 L), L = {L:g}"
 

@@ -32,9 +32,13 @@ class DoubleSqueeze(EF14):
     def theory_lr(self):
         """Tang et al. 2019, Theorem 1 (nonconvex, L-smooth, variance sigma^2, compression error
         E||C(v) - v||^2 <= eps^2 on both sides): gamma = 1/(4L + sigma sqrt(T/n) + eps^(2/3) T^(1/3)) gives
-        (1/T) sum_t E||grad f(x_t)||^2 = O(sigma/sqrt(nT) + eps^(2/3)/T^(2/3) + 1/T) ([R]: recalled, SPEC 3.8).
-        The step depends on the horizon T unless sigma = eps = 0; lr = "theory" takes its T-free bound
-        1/(4L), where the bound with eps > 0 still holds with an eps^2 gamma^2 L^2 floor
-        (the virtual sequence x - gamma (e_s + mean e_i) is GD: see tests/test_methods_theory.py)."""
+        (1/T) sum_t E||grad f(x_t)||^2 = O(sigma/sqrt(nT) + eps^(2/3)/T^(2/3) + 1/T).
+        Status [R]: theorem number, step and rate are recalled (SPEC 3.8); the text was not readable here (the search
+        corpora hold only each paper's opening (title, abstract, start of the introduction); [S] there: any
+        compressor, a better rate than QSGD-type methods without error compensation, linear speed-up). The step
+        depends on the horizon T unless sigma = eps = 0; lr = "theory" takes its T-free bound 1/(4L). At that step
+        a bound derived here holds ([D], tested with the hard threshold both ways): x - gamma (e_s + mean e_i) runs
+        GD along grad f(x), so with full gradients
+        (1/T) sum ||grad f(x_t)||^2 <= 4 (f(x_0) - f*)/(gamma T) + 2 gamma^2 L^2 kappa^2, kappa^2 = 4 d lam^2."""
         L = self.constants.need_L(self.name)
         return 1 / (4 * L), f"DoubleSqueeze (Tang et al. 2019, Theorem 1): lr <= 1/(4 L), L = {L:g}"

@@ -126,12 +126,15 @@ class EF21SGDM(EF21):
     double = False  # EF21-SGD2M: a second momentum u_i on top of v_i
 
     def theory_lr(self):
-        """Fatkhullin, Tyurin, Richtárik 2023, Theorem 3 (EF21-SGDM; Theorem 4 for EF21-SGD2M), nonconvex,
-        smooth, bounded variance: gamma <= min(alpha/(20 L~), eta/(7 L)) gives
+        """Fatkhullin, Tyurin, Richtárik, NeurIPS 2023 (EF21-SGDM; EF21-SGD2M has its own theorem), nonconvex,
+        L-smooth f, L_i-smooth f_i, bounded variance sigma^2, C an alpha-contraction:
+        gamma <= min(alpha/(20 L~), eta/(7 L)) gives
         (1/T) sum_t E||grad f(x^t)||^2 = O(Lambda^0/(gamma T) + eta^2 sigma^2/alpha^2 + eta sigma^2/n).
-        The constants 20 and 7 are recalled, not re-read against the paper ([R]); of the values recalled the
-        smaller are used, so the step is inside the theorem if the paper's are larger. EF21-SGD2M takes the
-        same bound (its own theorem's constants are [R] too).
+        Status [R]: the theorem numbers, the constants 20 and 7 and the rate's form are recalled; the theorems' text
+        was not readable here (the search corpora hold only each paper's opening (title, abstract, start of the
+        introduction); [S] there: the abstract's claims, convergence under smoothness and bounded variance only, no
+        large batches, double momentum better still). Of the constants recalled the smaller are used; EF21-SGD2M takes
+        the same step. Tested: the O(1/T) order at this step with full gradients (the sigma = 0 form).
         With alpha = 1 (no compression, g_i = v_i) the alpha/(20 L~) term, which pays for C's error, is dropped."""
         c = self.constants
         alpha, eta = contraction(self.uplink, c.d, self.name), self.options.eta

@@ -59,8 +59,11 @@ class HardThreshold(EF14):
         """Sahu et al. 2021, EF with an absolute compressor, ||C(x) - x||^2 <= kappa^2 (hard threshold:
         kappa^2 = d lam^2): gamma <= 1/(4L) (their convex theorem; the nonconvex one needs no smaller step)
         gives (1/T) sum_t E||grad f(x_t)||^2 <= 4 (f(x_0) - f*)/(gamma T) + 2 gamma L sigma^2/n + 2 gamma^2 L^2 kappa^2
-        (nonconvex). The constants are recalled ([R]); the deterministic form (sigma = 0) is also derived
-        from the virtual sequence x - gamma mean e_i, for any gamma <= 1/(2L) ([D], tested)."""
+        (nonconvex). Status [R]: step and constants are recalled; the theorems' text was not readable here (the search
+        corpora hold only each paper's opening (title, abstract, start of the introduction); [S] there: convex and
+        nonconvex analyses of EF with the hard threshold, SGD's asymptotic rate and linear speed-up in the convex
+        case, no data-heterogeneity term in the nonconvex one). The deterministic form (sigma = 0) is derived here
+        from the virtual sequence x - gamma mean e_i, for any gamma <= 1/(2L) ([D], tested at this step)."""
         c = self.constants
         L = c.need_L(self.name)
         if self.keeps_global_error():
