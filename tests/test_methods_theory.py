@@ -461,8 +461,9 @@ def test_ef14_at_the_theory_step_meets_the_linear_order():
 
 def test_adiana_rate_has_the_accelerated_order_in_kappa(one_thread):
     """ADIANA (Li et al. 2020) with natural compression (omega = 1/8, independent across workers, He et al. 2023):
-    rounds O((omega + (1 + omega/sqrt(n)) sqrt(kappa)) log 1/eps), so the linear rate's exponent scales as
-    1/sqrt(kappa), not GD's 1/kappa. Constants only O(.) ([R] parameters), so the test checks the order:
+    rounds O~(omega + sqrt(kappa) + sqrt((omega/n + sqrt(omega/n)) omega kappa)) ([S]: Li et al.'s abstract), so
+    the linear rate's exponent scales as 1/sqrt(kappa), not GD's 1/kappa. Constants only O(.) (and the parameters
+    [R]), so the test checks the order:
     kappa x16 slows the fitted log-gap slope by less than 8x (sqrt: 4x; non-accelerated: 16x)."""
     slopes = {}
     for mu in (0.04, 0.0025):
