@@ -64,25 +64,42 @@ def values_ref(field: torch.Tensor, negative: torch.Tensor, dtype: torch.dtype) 
 def natural_encode_kernel(x, k0, k1, stochastic, body):
     """body = fields then sign bits of C(x), x the bits of an fp32 vector (uint32); returns max |x_i| (bits)."""
     d = x.size
-    top = 0
+    top = np.uint32(0)
     for c in range(0, d, CHUNK):
         n = min(CHUNK, d - c)
-        top = max(top, _fields(x[c : c + n], k0, k1, c, stochastic, body[c : c + n]))
+        if stochastic:
+            top = max(top, _fields_random(x[c : c + n], k0, k1, c, body[c : c + n]))
+        else:
+            top = max(top, _fields_nearest(x[c : c + n], body[c : c + n]))
         _signs(x[c : c + n], body[d + c // 8 : d + (c + n + 7) // 8])
     return top
 
 
 # The helpers index slices from 0: provably non-negative indices let numba drop its wraparound
-# checks, and the loops vectorise.
+# checks, and the loops vectorise. Their arithmetic is cast back to uint32 at each step (numba
+# widens integer arithmetic to 64 bits, halving the lanes); the counters are int32.
 @device_fn
-def _fields(x, k0, k1, start, stochastic, out):
+def _fields_random(x, k0, k1, start, out):
+    """C_nat's fields: (|x_j| << 1) = e 2^24 + 2m, and adding 2^24 - 1 - r(j) carries into e iff
+    r(j) < 2m (the field 255 + 1 of Inf/NaN wraps to 0, as in a byte)."""
     top = np.uint32(0)
-    for j in range(x.size):
-        a = x[j] & np.uint32(0x7FFFFFFF)
+    at = np.int32(start)  # the counter's low 32 bits are all the draw reads
+    for j in range(np.int32(x.size)):
+        a = np.uint32(x[j] & np.uint32(0x7FFFFFFF))
         top = max(top, a)
-        m = a & 0x7FFFFF
-        up = random24(k0, k1, start + j) < 2 * m if stochastic else m >= 0x400000
-        out[j] = (a >> 23) + up
+        below = np.uint32(random24(k0, k1, at + j) ^ np.uint32(0xFFFFFF))  # 2^24 - 1 - r(j)
+        out[j] = np.uint32(np.uint32(a << np.uint32(1)) + below) >> np.uint32(24)
+    return top
+
+
+@device_fn
+def _fields_nearest(x, out):
+    """Natural rounding's fields: a mantissa m >= 2^22 carries into e."""
+    top = np.uint32(0)
+    for j in range(np.int32(x.size)):
+        a = np.uint32(x[j] & np.uint32(0x7FFFFFFF))
+        top = max(top, a)
+        out[j] = np.uint32(a + np.uint32(0x400000)) >> np.uint32(23)
     return top
 
 
