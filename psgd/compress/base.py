@@ -143,7 +143,8 @@ class Compressor(ABC):
         (a scatter-add for sparse codecs, arithmetic on packed codes for dense ones): how the
         server aggregates uplinks as they arrive, and how error feedback takes C(x) off its error;
       * ``encode_reconstruct(x, generator, out)``: the message and C(x), decoded from the form the
-        encoder attached where it keeps one (no second read of the body), into ``out`` if given.
+        encoder attached where it keeps one (no second read of the body), into ``out`` if given
+        (read-only: it may be the body itself).
     """
 
     name: ClassVar[str]
@@ -218,7 +219,8 @@ class Compressor(ABC):
     ) -> tuple[Message, torch.Tensor]:
         """(encode(x), C(x)), C(x) being the decode of that message bit for bit (error feedback and
         the server's step need both), written into ``out`` when given (a buffer the caller reuses:
-        a fresh d-vector costs page faults every round)."""
+        a fresh d-vector costs page faults every round), or a view of the body where that holds
+        C(x) as is (identity): read C(x), never write it."""
         m = self.encode(x, generator)
         return m, (self.decode(m) if out is None else self.decode_into(m, out))
 

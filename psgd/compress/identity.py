@@ -61,6 +61,14 @@ class Identity(Compressor):
         """out = C(x) by one copy."""
         out.copy_(self.parsed(m).to(m.dtype))
 
+    def encode_reconstruct(self, x, generator=None, out=None):
+        """(encode(x), C(x)) with C(x) = x: for fp32 x the body's own values (read-only, they are
+        sent), no copy into ``out``."""
+        if x.dtype != torch.float32:
+            return super().encode_reconstruct(x, generator, out)
+        m = self.encode(x, generator)
+        return m, m.body.view(torch.float32)
+
     def _bits(self, d):
         return 32 * d
 

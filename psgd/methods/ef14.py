@@ -83,11 +83,12 @@ class EF14(SGD):
         return [msg]
 
     def server_step(self, state: ServerState, up, ctx):
-        v = up[0]
-        if state.global_error is not None:
-            v.add_(state.global_error)
+        e = state.global_error
+        # v = a + e_s formed in e_s's own memory (addition commutes: the same floats), so that
+        # e_s <- v - q is an in-place subtraction, not a third vector written
+        v = up[0] if e is None else e.add_(up[0])
         msg, q = self.downlink.encode_reconstruct(v, ctx.rng("downlink", shared=True), self.scratch(v))
-        if state.global_error is not None:
-            torch.sub(v, q, out=state.global_error)
+        if e is not None:
+            e.sub_(q)
         state.opt.step(state.x, q, self.step_lr(ctx.round))
         return [msg]
