@@ -1,6 +1,7 @@
 """The server's running aggregate (runtime/aggregate.py): the mean of the workers' decoded
 uplinks, the same floats whatever order the frames land in, and equal to the plain rank-order
-mean of decode(m_i); rand-k messages from one shared seed are summed on their support first."""
+mean of decode(m_i); rand-k messages from one shared seed are summed on their support first;
+a non-finite value left unchecked by the parse is refused as it is added, naming its sender."""
 
 import itertools
 
@@ -8,35 +9,42 @@ import pytest
 import torch
 
 from psgd.compress import make
+from psgd.errors import FrameError
 from psgd.methods.sgd import mean
 from psgd.runtime.aggregate import Aggregator
+from psgd.runtime.frames import pack, parse
+from psgd.wire import decode_frame
+from psgd.wire.frame import Kind
 
 D, N = 1000, 4
 SPECS = ["identity", "scaled_sign", "natural", "qsgd:s=16", "topk:ratio=0.05", "randk:ratio=0.1", "fp16"]
 
 
-def messages(spec: str, shared: bool) -> list:
-    """N workers' messages; with shared, rand-k draws every worker's indices from one seed."""
+def messages(spec: str, shared: bool, check_finite: bool = True) -> list:
+    """N workers' messages; with shared, rand-k draws every worker's indices from one seed;
+    check_finite=False parses as the server does."""
     c = make(spec)
     xs = [torch.randn(D, generator=torch.Generator().manual_seed(10 + w)) for w in range(N)]
     gens = [torch.Generator().manual_seed(0 if shared else w) for w in range(N)]
-    return [c.from_bytes(c.encode(x, g).to_bytes(), d=D) for x, g in zip(xs, gens, strict=True)]
+    raw = [c.encode(x, g).to_bytes() for x, g in zip(xs, gens, strict=True)]
+    return [c.from_bytes(bytearray(b), d=D, check_finite=check_finite) for b in raw]
 
 
 def aggregate(spec: str, ms: list, order) -> torch.Tensor:
     agg = Aggregator(N, D, torch.float32, torch.device("cpu"))
-    agg.start([make(spec), make(spec)])
+    agg.start([make(spec), make(spec)], 0)
     for w in order:
         agg.add(w + 1, [ms[w], ms[(w + 1) % N]])  # two parts per uplink
     first, second = agg.means()
     return first.clone(), second.clone()
 
 
+@pytest.mark.parametrize("check_finite", [True, False])
 @pytest.mark.parametrize("shared", [False, True])
 @pytest.mark.parametrize("spec", SPECS)
-def test_any_arrival_order_gives_the_rank_order_mean_bit_for_bit(spec, shared):
-    c, ms = make(spec), messages(spec, shared)
-    want = mean([c.decode(m) for m in ms])
+def test_any_arrival_order_gives_the_rank_order_mean_bit_for_bit(spec, shared, check_finite):
+    c, ms = make(spec), messages(spec, shared, check_finite)
+    want = mean([c.decode(m) for m in messages(spec, shared)])
     want2 = mean([c.decode(ms[(w + 1) % N]) for w in range(N)])
     for order in itertools.permutations(range(N)):
         got, got2 = aggregate(spec, ms, order)
@@ -51,7 +59,7 @@ def test_shared_seed_randk_is_summed_on_its_support_and_scattered_once(monkeypat
     real = type(c).scatter_values
     monkeypatch.setattr(type(c), "scatter_values", lambda self, m, v, out: (scatters.append(1), real(self, m, v, out)))
     agg = Aggregator(N, D, torch.float32, torch.device("cpu"))
-    agg.start([c])
+    agg.start([c], 0)
     for w, m in enumerate(ms, start=1):
         agg.add(w, [m])
     assert torch.equal(agg.means()[0], mean([c.decode(m) for m in ms])) and len(scatters) == 1
@@ -59,7 +67,33 @@ def test_shared_seed_randk_is_summed_on_its_support_and_scattered_once(monkeypat
 
 def test_reading_before_every_worker_is_in_is_refused():
     agg = Aggregator(N, D, torch.float32, torch.device("cpu"))
-    agg.start([make("identity")])
+    agg.start([make("identity")], 0)
     agg.add(2, messages("identity", False)[:1])  # rank 1 missing: nothing can be added yet
     with pytest.raises(RuntimeError, match="0 of 4 workers in"):
         agg.means()
+
+
+@pytest.mark.parametrize("sender", [1, 3])  # the first (copied into the sum) or a later one (added)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_uplink_is_refused_naming_its_sender_in_any_arrival_order(bad, sender):
+    """The server leaves identity's finiteness check to the add (frames.parse(check_finite=False)):
+    the error is the one the checking parse gives, naming the sender, whichever frame lands last."""
+    c = make("identity")
+    frames = []
+    for w in range(1, N + 1):
+        x = torch.randn(D, generator=torch.Generator().manual_seed(w))
+        body = c.encode(x)
+        if w == sender:
+            body.body.view(torch.float32)[D // 2] = bad
+        frames.append(bytearray(pack(Kind.UP, 5, w, [], [body])[0]))
+    with pytest.raises(FrameError) as checked:
+        parse(decode_frame(bytes(frames[sender - 1]), sender=sender, round=5), [c], "cpu", D, torch.float32)
+    assert str(checked.value) == f"malformed frame from rank {sender} in round 5: identity: non-finite value"
+    for order in itertools.permutations(range(1, N + 1)):
+        agg = Aggregator(N, D, torch.float32, torch.device("cpu"))
+        agg.start([c], 5)
+        with pytest.raises(FrameError) as added:
+            for w in order:
+                frame = decode_frame(frames[w - 1], sender=w, round=5)
+                agg.add(w, parse(frame, [c], "cpu", D, torch.float32, check_finite=False)[0])
+        assert str(added.value) == str(checked.value), order

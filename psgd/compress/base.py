@@ -37,7 +37,9 @@ class Message:
 
     ``parsed`` holds what a codec read out of the body once (by ``from_bytes`` when it validated
     the body, or by the encoder when it had the parts at hand): ``decode`` and ``accumulate``
-    use it instead of parsing again. It never crosses the wire.
+    use it instead of parsing again. It never crosses the wire. ``unchecked``: the body's values
+    are not yet known finite (``from_bytes(check_finite=False)``): the codec's pass that consumes
+    them checks them and raises FrameError.
     """
 
     codec: str
@@ -46,6 +48,7 @@ class Message:
     meta: tuple
     body: torch.Tensor
     parsed: Any = field(default=None, repr=False)
+    unchecked: bool = field(default=False, repr=False)
 
     def header(self) -> bytes:
         return msgpack.packb([self.codec, self.d, DTYPES[self.dtype], *self.meta])
@@ -156,6 +159,9 @@ class Compressor(ABC):
     # float64 norm, natural's max |x_i|, identity's copy) with require_finite_input: encode skips
     # check_input's pass
     finite_by_own_pass: ClassVar[bool] = False
+    # True where the parse's finiteness check is a read of the body of its own that the copy or
+    # add consuming the values can make instead (identity): from_bytes(check_finite=False) skips it
+    defers_finite_check: ClassVar[bool] = False
 
     @property
     def spec(self) -> str:
@@ -248,13 +254,17 @@ class Compressor(ABC):
         device: str | torch.device = "cpu",
         d: int | None = None,
         dtype: torch.dtype | None = None,
+        check_finite: bool = True,
     ) -> Message:
         """Parse and validate bytes produced by ``to_bytes``; malformed bytes raise FrameError, never
         another exception. ``d`` and ``dtype``, when given, are the size and dtype the receiver
         expects: a message of another size or dtype is refused before its body is read (without
         ``d``, a dimension above MAX_D is). Every size is checked against the body's length before
         anything is allocated, and a body that would decode to a non-finite value is refused.
-        The body is read in place where ``data`` is writable."""
+        The body is read in place where ``data`` is writable. ``check_finite=False`` leaves the
+        finiteness check of a codec that ``defers_finite_check`` to the decode or accumulate that
+        consumes the message (a receiver that sums messages as they land: runtime/aggregate.py),
+        which then raises the FrameError."""
         unpacker = msgpack.Unpacker(max_buffer_size=MAX_MESSAGE_HEADER * 2, raw=False)
         unpacker.feed(bytes(data[: MAX_MESSAGE_HEADER * 2]))
         try:
@@ -289,7 +299,8 @@ class Compressor(ABC):
         if nbytes != expected:
             raise FrameError(f"{self.name}: body has {nbytes} bytes, header implies {expected}")
         body = body_tensor(data, offset, expected).to(device, non_blocking=True)
-        m = Message(codec, d, DTYPE_OF_CODE[dtype_code], tuple(meta), body)
+        unchecked = self.defers_finite_check and not check_finite
+        m = Message(codec, d, DTYPE_OF_CODE[dtype_code], tuple(meta), body, unchecked=unchecked)
         object.__setattr__(m, "parsed", self._parse(m))
         return m
 

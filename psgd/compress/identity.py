@@ -19,7 +19,8 @@ from psgd.compress.base import (
     require_fits,
 )
 from psgd.compress.registry import register
-from psgd.kernels.copy import copy_finite
+from psgd.errors import FrameError
+from psgd.kernels.copy import add_finite, copy_finite
 
 
 @register
@@ -32,6 +33,7 @@ class Identity(Compressor):
     wire_bits = "32d"
 
     finite_by_own_pass = True  # the copy into the body checks finiteness (one pass over x)
+    defers_finite_check = True  # and the server's copy or add of a body checks it (one pass over it)
 
     def _encode(self, x, generator):
         if x.dtype == torch.float32 and x.is_contiguous():
@@ -45,21 +47,52 @@ class Identity(Compressor):
         return (), x.to(torch.float32, copy=True).view(torch.uint8).reshape(-1)
 
     def _parse(self, m: Message) -> torch.Tensor:
-        """The fp32 values: a view of the body, checked finite by one sum (by their extremes where
-        the message's dtype is narrower: fp16 holds no value above 65504)."""
+        """The fp32 values: a view of the body, checked finite unless the message is ``unchecked``."""
         values = m.body.view(torch.float32)
-        if largest(m.dtype) < FP32_MAX:
-            require_fits(self.name, values, "value", m.dtype)
-        else:
-            require_finite(self.name, values, "value")
+        if not m.unchecked:
+            self._check(values, m.dtype)
         return values
 
+    def _check(self, values: torch.Tensor, dtype: torch.dtype) -> None:
+        """FrameError unless every value is finite: one sum (the extremes where the message's dtype
+        is narrower: fp16 holds no value above 65504)."""
+        if largest(dtype) < FP32_MAX:
+            require_fits(self.name, values, "value", dtype)
+        else:
+            require_finite(self.name, values, "value")
+
+    def _checked(self, m: Message) -> torch.Tensor:
+        """The parsed values, checked finite now if the parse left that to their consumer."""
+        values = self.parsed(m)
+        if m.unchecked:
+            self._check(values, m.dtype)
+            object.__setattr__(m, "unchecked", False)
+        return values
+
+    def _fused(self, m: Message, out: torch.Tensor) -> bool:
+        """Whether an unchecked fp32 message goes into out by a pass that checks as it reads."""
+        return m.unchecked and m.dtype == out.dtype == torch.float32 and out.is_contiguous()
+
+    def _consumed(self, m: Message, finite: bool) -> None:
+        if not finite:
+            raise FrameError(f"{self.name}: non-finite value")
+        object.__setattr__(m, "unchecked", False)
+
     def _decode(self, m: Message) -> torch.Tensor:
-        return self.parsed(m).to(m.dtype)
+        return self._checked(m).to(m.dtype)
 
     def _decode_into(self, m: Message, out: torch.Tensor) -> None:
-        """out = C(x) by one copy."""
-        out.copy_(self.parsed(m).to(m.dtype))
+        """out = C(x) by one copy (which checks an unchecked message's values as it reads them)."""
+        if self._fused(m, out):
+            self._consumed(m, copy_finite(self.parsed(m), out))
+        else:
+            out.copy_(self._checked(m).to(m.dtype))
+
+    def _accumulate(self, m: Message, out: torch.Tensor, weight: float) -> None:
+        if weight == 1.0 and self._fused(m, out):
+            self._consumed(m, add_finite(self.parsed(m), out))
+        else:
+            super()._accumulate(m, out, weight)
 
     def encode_reconstruct(self, x, generator=None, out=None):
         """(encode(x), C(x)) with C(x) = x: for fp32 x the body's own values (read-only, they are

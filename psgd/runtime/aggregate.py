@@ -7,6 +7,10 @@ early waiting, parsed, for the ranks before it. So the sum is the same floats wh
 arrival order, under MPI and in the in-process simulation alike: (((0 + c_1) + c_2) + ...) / n,
 the mean a method's server rule reads.
 
+A message that fails as it is added (identity's values are checked finite by the copy or add that
+reads them: frames.parse(check_finite=False)) is reported as its sender's malformed frame, whenever
+it is added: FrameError, before any server rule reads the aggregate.
+
 Messages with one support (rand-k from a seed every worker shares: ``Compressor.support``) add
 their k values first and are scattered once: the same floats, since every coordinate outside the
 support stays 0 and every one inside gets ((0 + v_1) + v_2) + ... either way.
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from psgd.compress import Compressor, Message
+from psgd.runtime.frames import guarded
 
 
 @dataclass
@@ -37,20 +42,22 @@ class Aggregator:
         self.codecs: list[Compressor] = []
         self.pending: list[Pending | None] = []
         self.waiting: dict[int, list[Message]] = {}
-        self.next = 1
+        self.next, self.round = 1, 0
 
-    def start(self, codecs: list[Compressor]) -> None:
-        """Begin a round whose uplinks have one part per codec."""
+    def start(self, codecs: list[Compressor], round: int) -> None:
+        """Begin round ``round``, whose uplinks have one part per codec."""
         while len(self.buffers) < len(codecs):  # allocated once, reused every round
             self.buffers.append(torch.empty(self.d, dtype=self.dtype, device=self.device))
         self.codecs, self.pending, self.waiting, self.next = codecs, [None] * len(codecs), {}, 1
+        self.round = round
 
     def add(self, w: int, messages: list[Message]) -> None:
-        """Worker w's parsed messages; added now if every lower rank is in, else when they are."""
+        """Worker w's parsed messages; added now if every lower rank is in, else when they are.
+        FrameError naming the sender of a message that fails as it is added."""
         self.waiting[w] = messages
         while self.next in self.waiting:
             for j, m in enumerate(self.waiting.pop(self.next)):
-                self._add(j, m)
+                guarded(self.next, self.round, self.codecs[j], lambda j=j, m=m: self._add(j, m))
             self.next += 1
 
     def _add(self, j: int, m: Message) -> None:

@@ -41,34 +41,42 @@ class SendBuffer:
         return memoryview(self.memory)[:total]
 
 
-def where(frame: Frame) -> str:
-    return f"malformed frame from rank {frame.sender} in round {frame.round}"
+def where(sender: int, round: int | None) -> str:
+    return f"malformed frame from rank {sender} in round {round}"
 
 
 def parse(
-    frame: Frame, codecs: list[Compressor], device: torch.device, d: int, dtype: torch.dtype
+    frame: Frame,
+    codecs: list[Compressor],
+    device: torch.device,
+    d: int,
+    dtype: torch.dtype,
+    check_finite: bool = True,
 ) -> tuple[list[Message], int]:
     """The frame's parts as messages of dimension d and the job's dtype (any other is refused before
     its body is read), each validated and parsed once (bodies read in place where the frame's buffer
-    allows), and the frame's body byte count."""
+    allows), and the frame's body byte count. ``check_finite=False``: codecs that can leave their
+    finiteness check to the pass consuming the message do (Compressor.from_bytes)."""
     if len(frame.parts) != len(codecs):
-        raise FrameError(f"{where(frame)}: {len(frame.parts)} parts, expected {len(codecs)}")
+        raise FrameError(f"{where(frame.sender, frame.round)}: {len(frame.parts)} parts, expected {len(codecs)}")
     messages = [
-        guarded(frame, codec, lambda c=codec, p=part: c.from_bytes(p, device, d, dtype))
+        guarded(
+            frame.sender, frame.round, codec, lambda c=codec, p=part: c.from_bytes(p, device, d, dtype, check_finite)
+        )
         for part, codec in zip(frame.parts, codecs, strict=True)
     ]
     return messages, sum(m.body_len for m in messages)
 
 
-def guarded(frame: Frame, codec: Compressor, fn):
-    """fn(), with any failure reported as the sender's malformed frame (bytes that pass the header
-    checks but break the codec are still the sender's fault)."""
+def guarded(sender: int, round: int | None, codec: Compressor, fn):
+    """fn(), with any failure reported as the sender's malformed frame of that round (bytes that pass
+    the header checks but break the codec are still the sender's fault)."""
     try:
         return fn()
     except FrameError as e:
-        raise FrameError(f"{where(frame)}: {e}") from None
+        raise FrameError(f"{where(sender, round)}: {e}") from None
     except Exception as e:
-        raise FrameError(f"{where(frame)}: {codec.spec}: {type(e).__name__}: {e}") from None
+        raise FrameError(f"{where(sender, round)}: {codec.spec}: {type(e).__name__}: {e}") from None
 
 
 def unpack(
@@ -76,4 +84,7 @@ def unpack(
 ) -> tuple[list[torch.Tensor], int]:
     """Decoded dense tensors of a frame's parts and the frame's body byte count."""
     messages, body = parse(frame, codecs, device, d, dtype)
-    return [guarded(frame, c, lambda c=c, m=m: c.decode(m)) for c, m in zip(codecs, messages, strict=True)], body
+    return [
+        guarded(frame.sender, frame.round, c, lambda c=c, m=m: c.decode(m))
+        for c, m in zip(codecs, messages, strict=True)
+    ], body
