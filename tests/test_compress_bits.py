@@ -4,6 +4,7 @@
 import math
 import struct
 
+import numpy as np
 import pytest
 import torch
 from compress_specs import SPECS, resolve
@@ -11,6 +12,7 @@ from compress_specs import SPECS, resolve
 from psgd.compress import make
 from psgd.compress.base import Message
 from psgd.compress.spherical import candidates, cap_probability
+from psgd.kernels import rans
 
 DIMS = [1, 2, 7, 8, 9, 29, 30, 31, 64, 100, 1001]
 
@@ -105,27 +107,35 @@ def elias_bits(c, x: torch.Tensor, m: Message) -> int:
 
 
 def sparse_dither_bits(c, x: torch.Tensor, m: Message) -> int:
-    """Paper 2's SD, read back with Bits: gamma in 31 bits, the d signs at log2 3 bits each (base-3
-    integers of 29 digits in 46 bits, the last m digits in ceil(m log2 3) bits), each k_i > 0 in
-    unary (k_i bits). gamma must be 2 sqrt(nu/d)||x||, each k_i |x_i|/gamma rounded (at
-    random: down or up), the signs those of x, and the stream must end where the header says."""
+    """Paper 2's SD, read back with Bits: gamma in 31 bits, n0 in ceil(log2(d + 1)) bits, each
+    k_i > 0 in unary (k_i bits), the d - n0 signs of the non-zeros, then the support: rANS words
+    of 16 bits (decoded by the reference) and the last d mod 16 flags raw, nothing when n0 is 0
+    or d. gamma must be 2 sqrt(nu/d)||x||, each k_i |x_i|/gamma rounded (at random: down or up),
+    the signs those of x, and the stream must end where the header says."""
     d, (nbits,) = x.numel(), m.meta
     r = Bits(body_of(m))
     g = f32(struct.pack("<I", r.uint(31)))
     assert math.isclose(g, 2 * math.sqrt(c.nu / d) * float(x.double().norm()), rel_tol=1e-6)  # ||x|| summed in fp32
-    full, rest = divmod(d, 29)
-    trits = []
-    for n, width in [(29, 46)] * full + [(rest, math.ceil(rest * math.log2(3)))] * (rest > 0):
-        v = r.uint(width)
-        trits += [v // 3**j % 3 for j in range(n)]
-        assert v < 3**n
-    k = [r.unary() + 1 if t else 0 for t in trits]
-    assert r.pos == nbits
-    for t, ki, v in zip(trits, k, x.double().tolist(), strict=True):
-        assert t == (0 if ki == 0 else 1 if v > 0 else 2)
+    n0 = r.uint(d.bit_length())
+    k = [r.unary() + 1 for _ in range(d - n0)]
+    negative = [r.uint(1) for _ in range(d - n0)]
+    support = nbits - r.pos
+    flags = [1] * d if n0 == 0 else [0] * d
+    if 0 < n0 < d:
+        tail = d % 16
+        words = np.array([r.uint(16) for _ in range((support - tail) // 16)], dtype=np.uint16)
+        patterns = np.zeros(d // 16, np.uint16)
+        raw = [r.uint(1) for _ in range(tail)]
+        assert rans.decode_reference(words, n0, d, patterns) == (rans.OK, n0 - tail + sum(raw))
+        flags = [int(p) >> t & 1 for p in patterns.tolist() for t in range(16)] + raw
+    assert r.pos == nbits and sum(flags) == d - n0
+    values = iter(zip(k, negative, strict=True))
+    for f, v in zip(flags, x.double().tolist(), strict=True):
+        ki, neg = next(values) if f else (0, 0)
+        assert neg == (ki > 0 and v < 0)
         z = abs(v) / g
         assert adjacent(ki, z) and (c.random or abs(ki - z) <= 0.5 + 1e-4), (ki, z)
-    return 31 + 46 * full + math.ceil(rest * math.log2(3)) + sum(k)
+    return 31 + d.bit_length() + sum(k) + (d - n0) + support
 
 
 def spherical_bits(c, x: torch.Tensor, m: Message) -> int:
@@ -246,4 +256,4 @@ def test_bits_of_every_message_is_spec_count_and_body_length(spec):
 
 def test_sparse_dither_d1_is_the_papers_five_bytes():
     m = make("sparse_dither").encode(torch.tensor([0.7]))
-    assert make("sparse_dither").bits(m) == 31 + 2 + 2 and m.body_len == 5  # gamma, one sign, k = round(1/(2h)) = 2
+    assert make("sparse_dither").bits(m) == 31 + 1 + 2 + 1 and m.body_len == 5  # gamma, n0, k = round(1/(2h)) = 2, sign

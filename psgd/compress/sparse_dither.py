@@ -6,14 +6,14 @@ k_i in N and s_i = sign(u_i k_i) in {-1, 0, 1}.
     = nu ||x||^2 surely: the class C(nu), B3(1/(1 - nu)) for nu < 1.
   * randomised (``random=true``): k_i is |u_i|/(2h) rounded at random, unbiasedly; per
     coordinate variance <= (2h)^2/4 ||x||^2, so U(omega) with omega = nu [D].
-Wire (the paper's structure): gamma in 31 bits (the fp32 without its sign bit); the signs
-s in {-1, 0, 1}^d; then each k_i > 0 in unary, k_i bits (k_i - 1 zeros and a one), sum_i k_i
-bits. The signs are packed in base 3, 29 to 46 bits, the last m = d mod 29 in ceil(m log2 3)
-bits: d log2(3) bits (+0.08%) as the paper's randomised count. The paper's deterministic
-count codes the support by enumeration, log2 d + log2 C(d, n0) + (d - n0) bits, at most
-d log2(3) + log2 d; exact enumerative coding needs sequential big-integer arithmetic, so
-this codec spends the base-3 count for both. bits = 31 + 46 floor(d/29) + ceil((d mod 29)
-log2 3) + sum_i k_i, data-dependent (the exact length is in the header).
+Wire (the paper's deterministic count, for both variants): gamma in 31 bits (the fp32 without
+its sign bit); n0 = #{i : k_i = 0} in ceil(log2(d + 1)) bits; each k_i > 0 in unary, k_i bits
+(k_i - 1 zeros and a one), sum_i k_i bits; the d - n0 signs of the non-zeros in order, one bit
+each; then the support at its enumerative count: the non-zero flags of the coordinates 16 at a
+time, rANS-coded with the static model P(zero) = n0/d (psgd.kernels.rans), the last d mod 16 raw.
+That is log2 C(d, n0) + O(1) bits: d H(n0/d) is within (1/2) log2(2 pi d p(1 - p)) <= 13 bits of
+it, plus the two 64-bit final rANS states (nothing when n0 is 0 or d). bits = 31 + ceil(log2(d + 1))
++ sum_i k_i + (d - n0) + support, data-dependent (the exact length is in the header).
 Paper bounds at nu = 0.1 [S: P2 poster]: deterministic <= 3.35d + log d + 30 (worst case);
 randomised E bits <= (log2 3 + 1/(2 sqrt(nu)))d + log d + 30.
 """
@@ -33,21 +33,23 @@ from psgd.compress.dithering import work_dtype
 from psgd.compress.registry import register
 from psgd.errors import FrameError
 from psgd.kernels import codes as kc
-from psgd.kernels import np_view, rng
-from psgd.wire.codes import BitReader, BitWriter, pack_trits, trit_bits, unpack_trits
+from psgd.kernels import np_view, rans, rng
+from psgd.kernels import sparse_dither as ks
+from psgd.wire.codes import BitReader, BitWriter
 
-GAMMA_BITS = kc.GAMMA_BITS
+GAMMA_BITS = ks.GAMMA_BITS
 FP32_TINY = torch.finfo(torch.float32).tiny
 
 
 class Packed(NamedTuple):
-    """A checked body, read by the compiled kernels: gamma, the body as words, and the signs as
-    bitmaps (s_i != 0, s_i < 0; read out of their base-3 groups while checking them)."""
+    """A checked body, read by the compiled kernels: gamma, the body as words, the support as a
+    bitmap (s_i != 0), and where the unary codes and the sign bits start."""
 
     gamma: np.float32
     words: np.ndarray
     nonzero: np.ndarray
-    negative: np.ndarray
+    upos: int
+    spos: int
 
 
 class Dense(NamedTuple):
@@ -74,9 +76,9 @@ class SparseDither(Compressor):
     random: bool = False
 
     name = "sparse_dither"
-    summary = "paper 2's sparse dithering: levels 2h k, h = sqrt(nu/d); base-3 signs + unary magnitudes"
+    summary = "paper 2's sparse dithering: levels 2h k, h = sqrt(nu/d); rANS support + signs + unary magnitudes"
     klass = "C(nu), B3(1/(1-nu)); random: U(nu)"
-    wire_bits = "31 + 46 floor(d/29) + ceil((d mod 29) log2 3) + sum_i k_i"
+    wire_bits = "31 + ceil(log2(d+1)) + log2 C(d, n0) + (d - n0) + sum_i k_i, + <= 128 (rANS) + 13 (Stirling)"
 
     def __post_init__(self):
         if not self.nu > 0:
@@ -95,28 +97,36 @@ class SparseDither(Compressor):
         if x.dtype != torch.float32 or 0 < float(gamma) < FP32_TINY:  # a subnormal gamma: 1/gamma may overflow
             return self._encode_reference(x, gamma, key)
         return kernels.run(
-            kc.sparse_dither_encode,
+            ks.sparse_dither_encode,
             (x,),
             lambda: self._encode_compiled(x.contiguous(), gamma, key),
             lambda: self._encode_reference(x, gamma, key),
         )
 
     def _encode_compiled(self, x, gamma, key):
-        """One pass over x (after the norm's): signs, groups and unary codes straight into the body."""
+        """One pass over x (after the norm's): unary codes into the body, support bitmap and signs
+        beside; then the support's rANS code backwards, and signs and support appended."""
         d = x.numel()
         k0, k1 = rng.split(key)
         inv = np.float32(1 / float(gamma) if float(gamma) > 0 else 0)
-        upos = kc.unary_start(d)
-        words = kc.new_words(upos + int(d * (0.5 / math.sqrt(self.nu) + 1)))  # sum_i k_i <= sum_i (z_i + 1)
-        gamma_bits = int(gamma.reshape(1).view(torch.int32))
-        # a block's k_i as int32 and as bytes, its signs, the unary strings of its eights and their lengths
-        block = (np.empty(29 * 64, np.int32), np.empty(29 * 8, np.uint64), np.empty(29 * 64 + 3, np.int8))
-        block += (np.empty(29 * 8, np.uint64), np.empty(29 * 8, np.uint64))
-        args = (self.random, k0, k1, self._k_max(d) + 1, gamma_bits, words, upos, *block)
-        words, nbits, kmax = kc.sparse_dither_encode(np_view(x), inv, *args)
+        words = kc.new_words(ks.GAMMA_BITS + 64 + int(d * (0.5 / math.sqrt(self.nu) + 1)))  # sum k_i <= sum z_i + 1
+        nonzero, signs = np.empty(d // 64 + 2, np.uint64), np.empty(d // 64 + 2, np.uint64)
+        b = ks.BLOCK  # a block's k_i as int32 and as bytes, x_i < 0, the unary strings of its eights and their lengths
+        block = (np.empty(b, np.int32), np.empty(b // 8 + 8, np.uint64), np.empty(b, np.uint8))
+        block += (np.empty(b // 8, np.uint64), np.empty(b // 8, np.uint64))
+        head = (int(gamma.reshape(1).view(torch.int32)), ks.header_bits(d))
+        args = (self.random, k0, k1, self._k_max(d) + 1, head, words, nonzero, signs, *block)
+        words, nbits, kmax, nnz = ks.sparse_dither_encode(np_view(x), inv, *args)
         if nbits < 0:  # not with a normal gamma: |x_i| inv <= ||x|| inv ~ 1/(2h)
             return self._encode_reference(x, gamma, key)
         check_fits("gamma max k_i", float(kmax) * float(gamma), x.dtype)  # the largest decoded |C(x)_i|
+        n0 = d - nnz
+        words[0] |= np.uint64(n0) << np.uint64(GAMMA_BITS)
+        stream, tail = support_stream(nonzero.view(np.uint16), n0, d)
+        packed = np.zeros(-(-stream.size // 4) + 1, np.uint64)
+        packed.view(np.uint16)[: stream.size] = stream
+        ntail = d % 16 if 0 < n0 < d else 0
+        words, nbits = ks.append_parts(words, nbits, signs, nnz, packed, 16 * stream.size, tail, ntail)
         return (nbits,), torch.from_numpy(words.view(np.uint8)[: -(-nbits // 8)])
 
     def _encode_reference(self, x, gamma, key):
@@ -130,11 +140,17 @@ class SparseDither(Compressor):
             k = z.round()
         k = k.to(torch.int64)
         check_fits("gamma max k_i", float(k.max()) * float(gamma), x.dtype)  # the largest decoded |C(x)_i|
-        trits = torch.where(k > 0, torch.where(x < 0, 2, 1), 0)
+        nz = k > 0
+        n0 = d - int(nz.sum())
         out = BitWriter(x.device)
-        out.uints(gamma.reshape(1).view(torch.int32).to(torch.int64), GAMMA_BITS)
-        pack_trits(out, trits, tight=True)
-        out.unary(k[k > 0] - 1)
+        out.uints(gamma.reshape(1).view(torch.int32).to(torch.int64) | n0 << GAMMA_BITS, ks.header_bits(d))
+        out.unary(k[nz] - 1)
+        out.bits(x[nz] < 0)
+        flags = np.packbits(nz.cpu().numpy(), bitorder="little")  # a CUDA x's support: copied to the host once
+        flags = np.concatenate([flags, np.zeros(2 + flags.size % 2, np.uint8)])
+        stream, tail = support_stream(flags.view(np.uint16), n0, d)
+        out.uints(torch.from_numpy(stream.astype(np.int64)).to(x.device), 16)
+        out.uints(torch.tensor([tail], device=x.device), d % 16 if 0 < n0 < d else 0)
         return (out.nbits,), out.packed()
 
     def _k_max(self, d: int) -> int:
@@ -147,7 +163,7 @@ class SparseDither(Compressor):
             parsed = self._parse_reference(m)
         else:
             parsed = kernels.run(
-                kc.sparse_dither_check, (m.body,), lambda: self._parse_compiled(m), lambda: self._parse_reference(m)
+                ks.sparse_dither_check, (m.body,), lambda: self._parse_compiled(m), lambda: self._parse_reference(m)
             )
         self._check_range(m, parsed)
         return parsed
@@ -162,35 +178,84 @@ class SparseDither(Compressor):
         if k.numel() and gamma * int(k.max()) > largest(m.dtype):
             raise FrameError(f"{self.name}: gamma max k_i = {gamma * int(k.max()):.4g} beyond {narrowest(m.dtype)}")
 
+    def _head(self, m: Message, head: int) -> tuple[np.float32, int]:
+        """gamma and n0 from the body's first 31 + ceil(log2(d + 1)) bits (FrameError when bad)."""
+        gamma = np.array([head & (2**GAMMA_BITS - 1)], dtype=np.uint32).view(np.float32)[0]
+        if not math.isfinite(gamma):
+            raise FrameError(f"{self.name}: bad scale")
+        n0 = head >> GAMMA_BITS
+        if n0 > m.d:
+            raise FrameError(f"{self.name}: n0 = {n0} zeros in d = {m.d}")
+        return gamma, n0
+
+    def _support(self, m: Message, n0: int, src: np.ndarray, tail: int) -> np.ndarray:
+        """The support bitmap (d // 64 + 2 words) from its rANS words src (two zero words after
+        them) and the raw flags of the last d mod 16 coordinates; n0 zeros, or FrameError."""
+        d = m.d
+        nonzero = np.zeros(d // 64 + 2, np.uint64)
+        flags = nonzero.view(np.uint16)
+        if n0 == 0:
+            nonzero[: d // 64] = ~np.uint64(0)
+            nonzero[d // 64] = (1 << (d % 64)) - 1
+        elif n0 < d:
+            status, zeros = rans.decode_support(src, src.size - 2, n0, d, flags[: d // 16])
+            if status != rans.OK:
+                raise FrameError(f"{self.name}: {rans.STATUS[status]}")
+            flags[d // 16] = tail
+            zeros += d % 16 - tail.bit_count()
+            if zeros != n0:
+                raise FrameError(f"{self.name}: the support has {zeros} zeros, the header {n0}")
+        return nonzero
+
+    def _support_words(self, m: Message, n0: int, pos: int) -> int:
+        """How many 16-bit rANS words the support from bit pos holds (FrameError when not whole)."""
+        (nbits,) = m.meta
+        rest = nbits - pos - (m.d % 16 if 0 < n0 < m.d else 0)
+        if rest < 0:
+            raise FrameError(f"{self.name}: body ends early")
+        if rest % 16 or (rest and n0 in (0, m.d)):
+            raise FrameError(f"{self.name}: {rest} bits where the support code has none or 16-bit words")
+        return rest // 16
+
     def _parse_compiled(self, m: Message) -> Packed:
         (nbits,) = m.meta
         r = BitReader(m.body, nbits, self.name)
-        if nbits < GAMMA_BITS:
+        upos = ks.header_bits(m.d)
+        if nbits < upos:
             raise FrameError(f"{self.name}: body ends early")
-        gamma = np.array([r.words[0] & np.uint64(2**GAMMA_BITS - 1)], dtype=np.uint32).view(np.float32)[0]
-        if not math.isfinite(gamma):
-            raise FrameError(f"{self.name}: bad scale")
-        if nbits < kc.unary_start(m.d):
-            raise FrameError(f"{self.name}: body ends early")
-        nonzero, negative = np.zeros(m.d // 64 + 2, np.uint64), np.zeros(m.d // 64 + 2, np.uint64)
-        status, end = kc.sparse_dither_check(r.words, nbits, self._k_max(m.d) - 1, nonzero, negative, m.d)
-        if status == kc.UNREAD:
-            raise FrameError(f"{self.name}: {nbits - end} unread bits")
+        gamma, n0 = self._head(m, int(r.words[0] & ((1 << upos) - 1)))
+        status, spos = ks.sparse_dither_check(r.words, nbits, upos, m.d - n0, self._k_max(m.d) - 1)
         r._check(status)
-        return Packed(gamma, r.words, nonzero, negative)
+        pos = spos + m.d - n0
+        nw = self._support_words(m, n0, pos)
+        src = np.zeros(nw + 2, np.uint16)
+        kc.read_packed(r.words, pos, src.view(np.uint8), 16 * nw)
+        at = pos + 16 * nw
+        tail = (int(r.words[at >> 6]) | int(r.words[(at >> 6) + 1]) << 64) >> (at & 63) & ((1 << (nbits - at)) - 1)
+        return Packed(gamma, r.words, self._support(m, n0, src, tail), upos, spos)
 
     def _parse_reference(self, m: Message) -> Dense:
         (nbits,) = m.meta
         r = BitReader(m.body, nbits, self.name)
-        gamma = r.uints(1, GAMMA_BITS).to(torch.int32).view(torch.float32)
-        if not bool(torch.isfinite(gamma)):
-            raise FrameError(f"{self.name}: bad scale")
-        trits = unpack_trits(r, m.d, tight=True)
-        nz = trits > 0
-        k = torch.zeros(m.d, dtype=torch.int64, device=m.body.device)
-        k[nz] = r.unary(int(nz.sum()), self._k_max(m.d) - 1) + 1
+        head = int(r.uints(1, ks.header_bits(m.d)))
+        gamma, n0 = self._head(m, head)
+        nnz = m.d - n0
+        q = r.unary(nnz, self._k_max(m.d) - 1)
+        negative = r.bits(nnz)
+        nw = self._support_words(m, n0, r.pos)
+        src = np.zeros(nw + 2, np.uint16)
+        src[:nw] = r.uints(nw, 16).cpu().numpy()
+        n = r.nbits - r.pos
+        tail = int((r.bits(n).long().cpu() << torch.arange(n)).sum())
         r.finish()
-        return Dense(gamma, k, trits == 2)
+        flags = np.unpackbits(self._support(m, n0, src, tail).view(np.uint8), bitorder="little")[: m.d]
+        nz = torch.from_numpy(flags.astype(bool)).to(m.body.device)
+        k = torch.zeros(m.d, dtype=torch.int64, device=m.body.device)
+        k[nz] = q + 1
+        neg = torch.zeros(m.d, dtype=torch.bool, device=m.body.device)
+        neg[nz] = negative
+        gamma = torch.tensor([gamma], device=m.body.device)
+        return Dense(gamma, k, neg)
 
     def _dense(self, m: Message) -> Dense:
         p = self.parsed(m)
@@ -203,11 +268,12 @@ class SparseDither(Compressor):
             return False
 
         def fast():
-            k = np.empty(2 * kc.BLOCK, np.int32)
-            kc.sparse_dither_values(p.words, p.nonzero, p.negative, p.gamma, np.float32(weight), np_view(out), add, k)
+            k = np.empty(2 * ks.BLOCK, np.int32)
+            args = (p.upos, p.spos, p.gamma, np.float32(weight), np_view(out), add, k)
+            ks.sparse_dither_values(p.words, p.nonzero, *args)
             return True
 
-        return kernels.run(kc.sparse_dither_values, (out,), fast, lambda: False)
+        return kernels.run(ks.sparse_dither_values, (out,), fast, lambda: False)
 
     def _decode(self, m: Message) -> torch.Tensor:
         if m.dtype != torch.float64:
@@ -232,7 +298,7 @@ class SparseDither(Compressor):
 
     def _message_bits(self, d, meta):
         (nbits,) = meta
-        if nbits < GAMMA_BITS + trit_bits(d, tight=True):
+        if nbits < ks.header_bits(d):
             raise ValueError(f"nbits={nbits} for d={d}")
         return nbits
 
@@ -243,3 +309,11 @@ class SparseDither(Compressor):
         if self.random:
             return super().delta(d)
         return 1 / (1 - self.nu) if self.nu < 1 else None
+
+
+def support_stream(flags: np.ndarray, n0: int, d: int) -> tuple[np.ndarray, int]:
+    """The support's rANS words (uint16) and the raw flags of its last d mod 16 coordinates, from
+    the non-zero flags as 16-bit patterns (at least d // 16 + 1 of them): none when n0 is 0 or d."""
+    if n0 in (0, d):
+        return np.zeros(0, np.uint16), 0
+    return rans.encode_support(flags[: d // 16], n0, d), int(flags[d // 16]) & ((1 << (d % 16)) - 1)

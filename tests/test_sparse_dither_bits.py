@@ -1,0 +1,127 @@
+"""Sparse dithering at the paper's count (SPEC 2.11, issue 12): the support within 0.1% of
+log2 C(d, n0) plus a few bytes, the whole message's count, compiled == reference, malformed bodies."""
+
+import math
+
+import pytest
+import torch
+
+from psgd.compress import make
+from psgd.compress.base import Message
+from psgd.errors import FrameError
+from psgd.wire.codes import BitReader, BitWriter
+
+SLACK = 160  # bits: two 64-bit final rANS states, (1/2) log2(2 pi d p q) <= 11 bits (d <= 10^6), the raw tail
+
+
+def log2_binomial(d: int, n0: int) -> float:
+    """log2 C(d, n0) from math.lgamma, independently of the codec."""
+    return (math.lgamma(d + 1) - math.lgamma(n0 + 1) - math.lgamma(d - n0 + 1)) / math.log(2)
+
+
+def vector(d: int, n0: int, seed: int, heavy: bool) -> torch.Tensor:
+    """n0 exact zeros among d (random places), the rest normal or heavy-tailed (Cauchy-like)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(d, generator=g)
+    if heavy:
+        x = x / torch.rand(d, generator=g).clamp_min(1e-3)
+    x[torch.randperm(d, generator=g)[:n0]] = 0.0
+    return x
+
+
+def parts(c, x: torch.Tensor, m: Message) -> tuple[int, int, int]:
+    """(n0, sum k_i, support bits) read off a message: the support is what follows gamma, n0,
+    the unary codes and the signs."""
+    d, (nbits,) = x.numel(), m.meta
+    dense = c._parse_reference(m)
+    n0 = int((dense.k == 0).sum())
+    return n0, int(dense.k.sum()), nbits - 31 - d.bit_length() - int(dense.k.sum()) - (d - n0)
+
+
+def densities(d: int) -> list[int]:
+    """Zero counts for x (the codec's n0 also counts the k_i rounded to 0)."""
+    return sorted({0, 1, d - 1, d, d // 2, d // 10, d - d // 10, d // 1000, d - d // 1000} & set(range(d + 1)))
+
+
+@pytest.mark.parametrize("spec", ["sparse_dither:nu=0.1", "sparse_dither:nu=0.5", "sparse_dither:nu=0.1,random=true"])
+@pytest.mark.parametrize("d", [1, 2, 15, 16, 17, 1000, 10**5, 10**6])
+def test_support_at_the_enumerative_count(spec, d):
+    c = make(spec)
+    for n0 in densities(d):
+        for heavy in (False, True):
+            x = vector(d, n0, d + n0, heavy)
+            m = c.encode(x, torch.Generator().manual_seed(n0))
+            zeros, k, support = parts(c, x, m)
+            assert support <= 1.001 * log2_binomial(d, zeros) + SLACK, (d, n0, zeros, support)
+            assert support == 0 or 0 < zeros < d  # nothing for the support when n0 is 0 or d
+            assert c.bits(m) == 31 + d.bit_length() + support + (d - zeros) + k
+            assert m.body_len == -(-c.bits(m) // 8)
+
+
+@pytest.mark.parametrize("d, p", [(10**6, 1e-6), (10**6, 1e-5), (10**6, 0.5), (10**6, 1 - 1e-5), (10**6, 1 - 1e-6)])
+def test_support_near_p_0_and_1(d, p):
+    """Quantised frequencies cost little at every share of zeros, one zero or one non-zero included."""
+    c = make("sparse_dither:nu=0.1")
+    x = vector(d, round(p * d), 3, False)
+    zeros, _, support = parts(c, x, c.encode(x))
+    assert support <= 1.001 * log2_binomial(d, zeros) + SLACK
+
+
+@pytest.mark.parametrize("d", [17, 1000, 4099, 100003])
+def test_round_trip_and_class_bound(d):
+    for spec in ["sparse_dither:nu=0.1", "sparse_dither:nu=0.5", "sparse_dither:nu=0.3,random=true"]:
+        c = make(spec)
+        x = vector(d, d // 7, d, True)
+        m = c.encode(x, torch.Generator().manual_seed(0))
+        y = c.decode(c.from_bytes(m.to_bytes()))
+        dense = c._parse_reference(m)
+        want = torch.where(dense.neg, -1.0, 1.0) * dense.k.float() * dense.gamma
+        assert torch.equal(y, want)
+        if not c.random:  # C(nu): ||C(x) - x||^2 <= nu ||x||^2 surely
+            assert float((y.double() - x.double()).square().sum()) <= c.nu * float(x.double().square().sum()) * (
+                1 + 1e-6
+            )
+
+
+def edited(c, d: int, edit) -> bytes:
+    """A message of d coordinates with its body's bits edited."""
+    m = c.encode(vector(d, d // 3, d, False), torch.Generator().manual_seed(0))
+    w = BitWriter("cpu")
+    w.bits(edit(BitReader(m.body, m.meta[0], "t").bits(m.meta[0]).clone()))
+    return Message(c.name, d, torch.float32, (w.nbits,), w.packed()).to_bytes()
+
+
+@pytest.mark.parametrize("paths", ["compiled", "reference"])
+@pytest.mark.parametrize("d", [40, 5000])
+def test_malformed_bodies(d, paths, monkeypatch):
+    if paths == "reference":
+        monkeypatch.setenv("PSGD_KERNELS", "reference")
+    c = make("sparse_dither:nu=0.1")
+    head = 31 + d.bit_length()
+
+    def at(where, value):
+        def edit(b):
+            b[where] = value
+            return b
+
+        return edit
+
+    def flip(i):
+        def edit(b):
+            b[i] = ~b[i]
+            return b
+
+        return edit
+
+    cases = [
+        (at(slice(31, head), True), "zeros in d"),  # n0 > d
+        (at(slice(23, 31), True), "bad scale"),
+        (lambda b: b[:-1], "support|body ends"),  # truncated
+        (lambda b: torch.cat([b, torch.zeros(16, dtype=torch.bool)]), "support"),  # a word too many
+        (lambda b: torch.cat([b, torch.ones(1, dtype=torch.bool)]), "support|16-bit words"),
+        (flip(-20), "support"),  # a flipped bit in the rANS words
+        (at(slice(head, None), False), "ends inside a unary code"),
+    ]
+    for edit, message in cases:
+        with pytest.raises(FrameError, match=message):
+            c.from_bytes(edited(c, d, edit))
