@@ -291,8 +291,10 @@ def test_sparse_dither_deterministic_bound_and_bits():
             assert sq(y - x) <= nu * sq(x) * (1 + 1e-6)  # C(nu): a sure bound
             gamma = float(y.abs().max() / y.abs().max().div(2 * math.sqrt(nu / d) * float(x.norm())).round())
             k = (y.abs() / gamma).round()
-            signs = 46 * (d // 29) + math.ceil(d % 29 * math.log2(3))  # base 3, the last group tight
-            assert m.meta == (31 + signs + int(k.sum()),)
+            n0 = int((k == 0).sum())
+            support = m.meta[0] - (31 + d.bit_length() + int(k.sum()) + (d - n0))  # gamma, n0, unary, signs
+            log2_c = (math.lgamma(d + 1) - math.lgamma(n0 + 1) - math.lgamma(d - n0 + 1)) / math.log(2)
+            assert log2_c - 1 <= support <= 1.001 * log2_c + 160  # the enumerative count, plus the coder's flush
             if nu == 0.1 and d >= 1000:  # paper 2's worst-case bound at nu = 1/10: 1.66d + 1.69d + log d + 30
                 assert 8 * m.body_len <= 3.35 * d + math.log2(d) + 30 + 8
 
