@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 import os
 
+import numba
+import numpy as np
 import pytest
 import torch
 from kernel_checks import outputs, same_bits
@@ -14,7 +16,9 @@ from kernel_checks import outputs, same_bits
 from psgd.compress import make
 from psgd.compress.dithering import wire_norm
 from psgd.errors import FrameError
-from psgd.kernels.dither import width
+from psgd.kernels import rng
+from psgd.kernels.dither import dither_encode_kernel, dither_sparse_kernel, width
+from psgd.kernels.rng import block_key, random24_in
 
 SIZES = [1, 2, 7, 8, 9, 31, 33, 1000, 4099, 100003]
 SPECS = [
@@ -56,6 +60,77 @@ def test_compiled_equals_reference(monkeypatch, spec, d):
         assert same_bits(dec, dec_r) and same_bits(into, dec_r) and same_bits(into_r, dec_r)
         assert all(same_bits(a, b) for a, b in zip(accs, accs_r, strict=True))
         assert torch.equal(accs[0], start + dec_r)  # weight 1: the floats of out + decode
+
+
+def boundaries(s: int) -> torch.Tensor:
+    """Magnitudes of norm 1 (p = inf) on and beside every level boundary of uniform and natural
+    dithering with s levels, both signs, and the subnormal and tiny values whose s y underflows."""
+    k = torch.arange(s + 1, dtype=torch.float32)
+    at = torch.cat([k / s, torch.exp2(-k), torch.tensor([2.0**-149, 2.0**-140, 3e-39, 2.0**-126])])
+    near = torch.cat([at, torch.nextafter(at, torch.tensor(0.0)), torch.nextafter(at, torch.tensor(1.0))])
+    near = near[near <= 1].repeat(40)  # many draws per magnitude
+    return torch.cat([torch.ones(1), near, -near, torch.tensor([-0.0, 0.0])])
+
+
+@pytest.mark.parametrize("spec", ["qsgd:p=inf,s=16", "qsgd:p=inf,s=127", "terngrad", "natural_dither:s=8",
+                                  "natural_dither:s=127", "qsgd:p=inf,s=5,coding=elias"])  # fmt: skip
+def test_boundaries_compiled_equals_reference(monkeypatch, spec):
+    """The kernels' carry forms of the draw, (ceil(Q) + 2^24 - 1 - r) >> 24, against the reference's
+    u < frac on exact level boundaries, one ulp either side and where s y is subnormal."""
+    c = make(spec)
+    x = boundaries(c.s)
+    for seed in range(3):
+        raw = c.encode(x, torch.Generator().manual_seed(seed)).to_bytes()
+        monkeypatch.setenv("PSGD_KERNELS", "reference")
+        assert c.encode(x, torch.Generator().manual_seed(seed)).to_bytes() == raw
+        monkeypatch.delenv("PSGD_KERNELS")
+    assert not (dither_encode_kernel.broken or dither_sparse_kernel.broken)  # the compiled path ran
+
+
+def draws24(seed: int, d: int) -> torch.Tensor:
+    """r(i) = u(i) 2^24 (float64) of the key that an encode with Generator seed draws."""
+    return rng.uniform_ref(rng.draw_key(torch.Generator().manual_seed(seed)), d).double() * 2**24
+
+
+@pytest.mark.parametrize("spec", ["qsgd:p=inf,s=16", "qsgd:p=inf,s=5", "terngrad", "natural_dither:s=8",
+                                  "qsgd:p=inf,s=5,coding=elias"])  # fmt: skip
+def test_draws_on_the_fractions(monkeypatch, spec):
+    """x_i placed so that the fraction each u(i) is compared with is u(i) or half a 2^-24 step either
+    side (uniform: s y = level + (r(i) + delta) 2^-24; natural: y = 2^(level - s)(1 + (r(i) + 2 delta)
+    2^-24), or (r(i) + delta) 2^(-s-23) below 2^(1-s)): rounding up on a tie or one step off shows."""
+    c, d, seed = make(spec), 3000, 4
+    r = draws24(seed, d)
+    delta = torch.tensor([-0.5, 0.0, 0.5], dtype=torch.float64).repeat(d)[:d]
+    level = (torch.arange(d) % c.s).double()
+    if c.natural:
+        above = torch.exp2(level - c.s) * (1 + (r + 2 * delta) * 2.0**-24)
+        y = torch.where(level == 0, (r + delta) * 2.0 ** (-c.s - 23), above)
+    else:
+        y = (level * 2**24 + r + delta) / (c.s * 2**24)
+    x = (y * torch.where(torch.arange(d) % 2 == 0, 1.0, -1.0)).float()
+    x[0] = 1.0  # ||x||_inf = 1: y_i = |x_i|
+    raw = c.encode(x, torch.Generator().manual_seed(seed)).to_bytes()
+    monkeypatch.setenv("PSGD_KERNELS", "reference")
+    assert c.encode(x, torch.Generator().manual_seed(seed)).to_bytes() == raw
+
+
+def test_block_draws_are_the_reference():
+    """random24_in with block_key (the encode kernels' draws) is random24 for every counter of a
+    block, blocks up to the last 32-bit word."""
+    for key in (0, 2**64 - 1, 0xDEADBEEF12345678):
+        for start in (0, 4096, 2**16 - 4096, 2**31 - 4096, 2**32 - 4096):
+            assert torch.equal(
+                torch.from_numpy(block_draws(*rng.split(key), start)), rng.uniform_ref(key, 4096, start=start)
+            )
+
+
+@numba.njit
+def block_draws(k0, k1, start):
+    r = np.empty(4096, np.float32)
+    at, kb = np.int32(start), block_key(k0, start)
+    for j in range(4096):
+        r[j] = np.float32(random24_in(kb, k1, at + j)) * np.float32(2.0**-24)
+    return r
 
 
 @pytest.mark.parametrize("p", [2.0, math.inf])

@@ -61,6 +61,18 @@ def test_stochastic_rounding_draws_the_counter_uniforms():
     assert torch.equal(m.body[:d].long(), 127 + up.long())
 
 
+def test_stochastic_rounding_on_the_draws(monkeypatch):
+    """x_i = 1 + m 2^-23 with 2m = r(i) - 1, r(i) or r(i) + 1 (r the 24-bit draw): the compiled
+    carry (|x| << 1) + 2^24 - 1 - r rounds up exactly where the reference's u < frac does."""
+    d = 3000
+    r = (rng.uniform_ref(rng.draw_key(torch.Generator().manual_seed(6)), d).double() * 2**24).long()
+    m = ((r + torch.tensor([-1, 0, 1]).repeat(d)[:d]).clamp(0, 2**24 - 1) // 2).double()
+    x = (1 + m * 2.0**-23).float()
+    raw = make("natural").encode(x, torch.Generator().manual_seed(6)).to_bytes()
+    monkeypatch.setenv("PSGD_KERNELS", "reference")
+    assert make("natural").encode(x, torch.Generator().manual_seed(6)).to_bytes() == raw
+
+
 def test_codes_for_topk_compose_round_trip():
     x = vector(1000, 3)
     x = x[x.abs() < 2.0**100]

@@ -13,8 +13,9 @@ both capped at s. code_i = level_i << 1 | (x_i < 0).
 The compiled kernels take fp32 x and codes up to 8 bits wide (s <= 127; Elias: s < 2^24); wider
 codes and other dtypes go through the references, CUDA tensors through psgd.kernels.triton.dither.
 They work on blocks of CHUNK coordinates in passes that vectorise: the codes of a block as bytes
-(the uniforms in 32-bit lanes, psgd.kernels.rng.random24), each eight bytes merged into one word
-of 8 w bits by shifts (_merge), then the words stored w bytes apart; decode reverses it (_spread)
+(the draws in 32-bit lanes, psgd.kernels.rng.random24_in, each rounding up as a carry into the
+level), each eight bytes merged into one word of 8 w bits by shifts (_merge), then the words stored
+w bytes apart; decode reverses it (_spread)
 and computes the values, level * norm / s or 2^(level - s) * norm, instead of looking them up.
 """
 
@@ -27,10 +28,12 @@ import torch
 
 from psgd.kernels import cpu, device_fn, np_view, rng, run
 from psgd.kernels import triton as gpu
-from psgd.kernels.rng import random24
+from psgd.kernels.rng import block_key, random24_in
 from psgd.wire.bits import pack_uint, unpack_uint
 
-CHUNK = 4096  # elements per block (a multiple of 8): each pass of a block vectorises over a cache-resident buffer
+# elements per block (a multiple of 8 dividing 2^16: one block_key each); each pass of a block
+# vectorises over a cache-resident buffer
+CHUNK = 4096
 MAX_WIDTH = 8
 MAX_ELIAS_S = 2**24  # levels and s exact in fp32
 TWO_24, TWO_M24 = np.float32(2.0**24), np.float32(2.0**-24)
@@ -144,33 +147,48 @@ def _uniform_codes(x, inv, s, k0, k1, start, out):
     start. Levels stay at most s uncapped: s y = s has no fraction. (With int32 counters and r < f 2^24
     for u < f, both exact, the loop is 44 AVX-512 instructions for 16 coordinates.)"""
     sf = np.float32(s)
-    at = np.int32(start)  # the counter's low 32 bits are all the draw reads
+    at, kb = np.int32(start), block_key(k0, start)  # int32 counters: the draw reads their low 32 bits
     for j in range(np.int32(x.size)):
         v = x[j]
         sy = min(abs(v) * inv, np.float32(1.0)) * sf
         low = np.floor(sy)
-        level = np.int32(low) + np.int32(np.float32(random24(k0, k1, at + j)) < (sy - low) * TWO_24)
+        level = np.int32(low) + np.int32(np.float32(random24_in(kb, k1, at + j)) < (sy - low) * TWO_24)
         out[j] = level + level + np.int32(v < 0)
 
 
 @device_fn
-def _natural_codes(x, inv, s, k0, k1, start, out):
-    """out[j] = level << 1 | (x_j < 0) of natural dithering, from y's exponent and mantissa bits.
-    Levels stay at most s uncapped: y = 1 has no mantissa."""
+def _uniform_bytes(x, inv, s, k0, k1, start, out):
+    """_uniform_codes for s < 128 with a carry for the draw: Q = s y 2^24 (fp32 s y scaled exactly:
+    where s y is subnormal both round to level 0 or 1, up iff r = 0), and floor(Q 2^-24) +
+    (r < Q mod 2^24) = (ceil(Q) + 2^24 - 1 - r) >> 24, in 32-bit lanes (Q < 2^31)."""
+    scale = np.float32(s) * TWO_24
+    at, kb = np.int32(start), block_key(k0, start)  # int32 counters: the draw reads their low 32 bits
+    for j in range(np.int32(x.size)):
+        v = x[j]
+        q = np.uint32(np.int32(np.ceil(min(abs(v) * inv, np.float32(1.0)) * scale)))
+        level = np.uint32(q + np.uint32(random24_in(kb, k1, at + j) ^ np.uint32(0xFFFFFF))) >> np.uint32(24)
+        out[j] = np.uint32(level + level) | np.uint32(v < 0)
+
+
+@device_fn
+def _natural_bytes(x, inv, s, k0, k1, start, out):
+    """out[j] = level << 1 | (x_j < 0) of natural dithering for s < 128, the draw a carry as in
+    _uniform_bytes: below 2^(1-s), level (ceil(y 2^(s-1) 2^24) + 2^24 - 1 - r) >> 24 (both scalings
+    exact); from 2^(1-s) (normal), with y = 2^(e-127)(1 + m 2^-23), level e - 127 + s + (r < 2m) =
+    ((y's bits << 1) + (s - 127) 2^24 + 2^24 - 1 - r) >> 24 (mod 2^32). y = 1 has m = 0: no level above s."""
     first = np.float32(2.0 ** (1 - s))
     below = np.float32(2.0 ** (s - 1))
-    bias = np.int32(s - 127)
-    at = np.int32(start)
+    bias = np.uint32(np.int64(s - 127) & np.int64(0xFF)) << np.uint32(24)
+    at, kb = np.int32(start), block_key(k0, start)  # int32 counters: the draw reads their low 32 bits
     for j in range(np.int32(x.size)):
         v = x[j]
         y = min(abs(v) * inv, np.float32(1.0))
-        bits = np.float32(y).view(np.uint32)
-        r = random24(k0, k1, at + j)
-        small = y < first
-        up = np.float32(r) * TWO_M24 < y * below if small else r < (bits & np.uint32(0x7FFFFF)) << np.uint32(1)
-        lower = np.int32(np.int32(bits >> np.uint32(23)) + bias)  # int32 throughout: 16 lanes, not 8
-        level = np.int32(np.int32(0) if small else lower) + np.int32(up)
-        out[j] = np.int32(level + level) + np.int32(v < 0)
+        if y < first:
+            z = np.uint32(np.int32(np.ceil(y * below * TWO_24)))
+        else:
+            z = np.uint32(np.uint32(np.float32(y).view(np.uint32) << np.uint32(1)) + bias)
+        level = np.uint32(z + np.uint32(random24_in(kb, k1, at + j) ^ np.uint32(0xFFFFFF))) >> np.uint32(24)
+        out[j] = np.uint32(level + level) | np.uint32(v < 0)
 
 
 @device_fn
@@ -199,9 +217,9 @@ def dither_encode_kernel(x, inv, s, natural, k0, k1, w, body):
     for c in range(0, d, CHUNK):
         n = min(CHUNK, d - c)
         if natural:
-            _natural_codes(x[c : c + n], inv, s, k0, k1, c, codes)
+            _natural_bytes(x[c : c + n], inv, s, k0, k1, c, codes)
         else:
-            _uniform_codes(x[c : c + n], inv, s, k0, k1, c, codes)
+            _uniform_bytes(x[c : c + n], inv, s, k0, k1, c, codes)
         codes[n:] = 0
         for g in range(CHUNK // 8):
             words[g] = _merge(words[g], w)

@@ -22,10 +22,12 @@ import torch
 from psgd.kernels import cpu, device_fn, np_view, rng, run
 from psgd.kernels import triton as gpu
 from psgd.kernels.dither import put_ref
-from psgd.kernels.rng import random24
+from psgd.kernels.rng import block_key, random24_in
 from psgd.wire.bits import pack_bits, unpack_bits
 
-CHUNK = 4096  # elements per block: the field loop vectorises, then the block's sign bytes while x is in cache
+# elements per block (dividing 2^16: one block_key each): the field loop vectorises, then the
+# block's sign bytes while x is in cache
+CHUNK = 4096
 _MIN_EXP = -126  # the smallest binary32 normal exponent
 _BIAS = 127
 _TRITON_ENCODE = (torch.float32, torch.float16, torch.bfloat16)  # the dtypes the Triton encoder reads
@@ -83,11 +85,11 @@ def _fields_random(x, k0, k1, start, out):
     """C_nat's fields: (|x_j| << 1) = e 2^24 + 2m, and adding 2^24 - 1 - r(j) carries into e iff
     r(j) < 2m (the field 255 + 1 of Inf/NaN wraps to 0, as in a byte)."""
     top = np.uint32(0)
-    at = np.int32(start)  # the counter's low 32 bits are all the draw reads
+    at, kb = np.int32(start), block_key(k0, start)  # int32 counters: the draw reads their low 32 bits
     for j in range(np.int32(x.size)):
         a = np.uint32(x[j] & np.uint32(0x7FFFFFFF))
         top = max(top, a)
-        below = np.uint32(random24(k0, k1, at + j) ^ np.uint32(0xFFFFFF))  # 2^24 - 1 - r(j)
+        below = np.uint32(random24_in(kb, k1, at + j) ^ np.uint32(0xFFFFFF))  # 2^24 - 1 - r(j)
         out[j] = np.uint32(np.uint32(a << np.uint32(1)) + below) >> np.uint32(24)
     return top
 

@@ -14,8 +14,9 @@ For float64 data, u64(i) = ((h(2i) >> 5) 2^26 + (h(2i + 1) >> 6)) 2^-53 takes 53
 Coordinates are counted as 32-bit words (d < 2^32, 2^31 for float64 data).
 
 uniform_ref is the definition. CPU kernels draw with ``random24`` (h(i) >> 8 in 32-bit lanes, which
-vectorise) or ``uniform_at``; CUDA kernels with psgd.kernels.triton.rng, which ``uniform`` launches
-for CUDA tensors.
+vectorise), ``random24_in`` (the same within a block of 2^16 counters, one step hoisted) or
+``uniform_at``; CUDA kernels with psgd.kernels.triton.rng, which ``uniform`` launches for CUDA
+tensors.
 """
 
 from __future__ import annotations
@@ -104,11 +105,17 @@ if numba is not None:
 
     def _mix32(builder, v):
         """lowbias32 (mix) on a 32-bit word."""
-        v = builder.xor(v, builder.lshr(v, _I32(16)))
+        return _mix32_rest(builder, builder.xor(v, builder.lshr(v, _I32(16))))
+
+    def _mix32_rest(builder, v):
+        """mix after its first step v ^= v >> 16."""
         v = builder.mul(v, _I32(C1))
         v = builder.xor(v, builder.lshr(v, _I32(15)))
         v = builder.mul(v, _I32(C2))
         return builder.xor(v, builder.lshr(v, _I32(16)))
+
+    def _words(builder, sig, args):
+        return (_word(builder, v, t) for v, t in zip(args, sig.args, strict=True))
 
     @intrinsic
     def random24(typingctx, k0, k1, i):
@@ -116,14 +123,34 @@ if numba is not None:
         lanes, which vectorise (64-bit multiplies masked to 32 bits do not)."""
 
         def codegen(context, builder, sig, args):
-            a, b, c = (_word(builder, v, t) for v, t in zip(args, sig.args, strict=True))
+            a, b, c = _words(builder, sig, args)
             h = _mix32(builder, builder.xor(_mix32(builder, builder.xor(c, a)), b))
             return builder.lshr(h, _I32(8))
 
         return types.uint32(k0, k1, i), codegen
 
+    @intrinsic
+    def random24_in(typingctx, kb, k1, i):
+        """r(i) for kb = block_key(k0, start), i in start's block (numba): the inner mix's first step
+        is one xor with kb (two instructions fewer per draw than random24)."""
+
+        def codegen(context, builder, sig, args):
+            a, b, c = _words(builder, sig, args)
+            h = _mix32(builder, builder.xor(_mix32_rest(builder, builder.xor(c, a)), b))
+            return builder.lshr(h, _I32(8))
+
+        return types.uint32(kb, k1, i), codegen
+
 else:
-    random24 = None
+    random24 = random24_in = None
+
+
+@device_fn
+def block_key(k0, start):
+    """The key of random24_in for the counters i of start's block (i >> 16 == start >> 16, as
+    32-bit words): v = i ^ k0 has the same v >> 16 throughout, so mix's first step v ^ (v >> 16) is
+    i ^ block_key (numba)."""
+    return np.uint32((k0 ^ (((start ^ k0) & 0xFFFFFFFF) >> 16)) & 0xFFFFFFFF)
 
 
 @device_fn
