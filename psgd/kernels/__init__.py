@@ -22,6 +22,7 @@ except Exception:  # noqa: BLE001  (any import failure means: no compiled path)
     numba = None
 
 _WARNED = False
+KERNELS: list[CpuKernel] = []
 
 
 def enabled() -> bool:
@@ -39,12 +40,15 @@ def fallback(why: str) -> None:
 
 class CpuKernel:
     """A numba-compiled function; ``kernel(*arrays)`` runs it. Use ``usable(t)`` first: False on
-    CUDA tensors, with kernels off, or once compilation has failed (then one warning)."""
+    CUDA tensors, with kernels off, or once compilation has failed (then one warning). Every
+    kernel is listed in KERNELS (the tests check that none broke: a silent fallback to the
+    reference would make every compiled-versus-reference comparison pass trivially)."""
 
     def __init__(self, fn: Callable, fastmath: set[str] | bool = False) -> None:
         self.fn = fn
         self.jit = numba.njit(cache=True, nogil=True, fastmath=fastmath)(fn) if numba is not None else None
         self.broken = False
+        KERNELS.append(self)
 
     def usable(self, *tensors: torch.Tensor) -> bool:
         if numba is None and os.environ.get("PSGD_KERNELS", "") != "reference":
