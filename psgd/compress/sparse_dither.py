@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from psgd import kernels
-from psgd.compress.base import SENT, Compressor, Message, check_fits, largest, narrowest
+from psgd.compress.base import SENT, Compressor, Message, check_fits, largest, narrowest, require_finite_input
 from psgd.compress.dithering import work_dtype
 from psgd.compress.registry import register
 from psgd.errors import FrameError
@@ -79,6 +79,7 @@ class SparseDither(Compressor):
     summary = "paper 2's sparse dithering: levels 2h k, h = sqrt(nu/d); rANS support + signs + unary magnitudes"
     klass = "C(nu), B3(1/(1-nu)); random: U(nu)"
     wire_bits = "31 + ceil(log2(d+1)) + log2 C(d, n0) + (d - n0) + sum_i k_i, + <= 128 (rANS) + 13 (Stirling)"
+    finite_by_own_pass = True  # the norm is NaN or Inf when x holds one
 
     def __post_init__(self):
         if not self.nu > 0:
@@ -90,7 +91,10 @@ class SparseDither(Compressor):
 
     def _encode(self, x, generator):
         d = x.numel()
-        gamma64 = 2 * math.sqrt(self.nu / d) * norm(x)
+        n = norm(x)
+        if not math.isfinite(float(n)):  # NaN/Inf in x (a float64 norm of finite values may still overflow)
+            require_finite_input(x)
+        gamma64 = 2 * math.sqrt(self.nu / d) * n
         check_fits("gamma = 2 sqrt(nu/d) ||x||", float(gamma64), x.dtype)
         gamma = gamma64.to(torch.float32)
         key = rng.draw_key(generator) if self.random else 0  # one draw: u_i = rng.uniform(key, d)_i

@@ -14,8 +14,10 @@ total frequency 2^32. The state stays 2^16 times the total, so the rounding of x
 interleaved states (symbol i on state
 i mod 2) halve the decoder's dependency chain. The encoder runs backwards; its words are written
 from the end of its buffer, so they come out in the decoder's order. x / F (encoder) and
-(slot - base) / F (decoder) take a float64 reciprocal and one integer correction: the quotient
-is below 2^32, so the estimate is off by at most one.
+(slot - base) / F (decoder) take the high word of a product with floor((2^64 - 1) / F) and one
+correction: the quotient is below 2^32, so the estimate is off by at most one. Whether a state
+sheds or takes words, and the correction, are data: selects, never branches (a branch on them
+mispredicts about every other symbol).
 
 Stream: the min(S, 2) final encoder states in 64 bits each (state 0 first), then the words,
 S = d // 16 symbols (the last d mod 16 coordinates are the caller's, as raw bits). The decoder
@@ -35,6 +37,8 @@ if numba is not None:
     from llvmlite import ir
     from numba.core import types
     from numba.extending import intrinsic
+
+    from psgd.kernels.codes import popcount
 
     @intrinsic
     def mulhi(typingctx, a, b):
@@ -63,11 +67,14 @@ _ONES = np.array([bin(v).count("1") for v in range(2**SYMBOL)], dtype=np.int64)
 PAT = np.argsort(_ONES, kind="stable").astype(np.uint16)  # the patterns by number of ones, then value
 COUNT = np.array([math.comb(SYMBOL, c) for c in range(SYMBOL + 1)], dtype=np.uint64)
 OFFSET = np.concatenate([[0], np.cumsum(COUNT)]).astype(np.int64)  # PAT[OFFSET[c]:OFFSET[c + 1]]: c ones
-RANK = np.empty(2**SYMBOL, dtype=np.uint64)
+RANK = np.empty(2**SYMBOL, dtype=np.uint16)  # 128 KB: stays in L2 beside the data
 RANK[PAT] = np.arange(2**SYMBOL) - OFFSET[_ONES[PAT]]
 del _ONES
 
 _ZERO = np.uint64(0)
+_ONE = np.uint64(1)
+_TWO = np.uint64(2)
+_M = np.uint64(M)
 _M16 = np.uint64(0xFFFF)
 _M32 = np.uint64(M - 1)
 _S16 = np.uint64(16)
@@ -105,19 +112,30 @@ def _divide(x, f, magic):
 
 @device_fn
 def _code(x, f, cum, magic):
-    """Code the slot interval [cum, cum + f) of 2^32 into state x: shed its low 16 bits once or
-    twice first, while x >= f 2^32. (new x, the shed words w1 then w2, how many: 0, 1 or 2)."""
+    """Code the slot interval [cum, cum + f) of 2^32 into state x, with no branch (whether a state
+    sheds words is data: a branch on it mispredicts): shed its low 16 bits once or twice first,
+    while x >= f 2^32 (x >> 16 >= f 2^32 needs x >= f 2^48: both tests on x at once). (new x, the
+    32 bits the shed words come from, low word first, how many words: 0, 1 or 2)."""
     limit = f << _S32
-    w1 = x & _M16
-    e1 = x >= limit
-    if e1:
-        x >>= _S16
-    w2 = x & _M16
-    e2 = x >= limit
-    if e2:
-        x >>= _S16
-    q, r = _divide(x, f, magic)
-    return (q << _S32) + r + cum, w1, w2, np.int64(e1) + np.int64(e2)
+    e = np.uint64(x >= limit) + np.uint64((x >> _S16) >= limit)
+    w = x
+    x >>= e << np.uint64(4)
+    q = mulhi(x, magic)  # x // f or one less (see _divide)
+    r = x - q * f
+    short = (_M - f) if r >= f else _ZERO  # q + 1 and r - f: (q + 1) 2^32 + r - f
+    return (q << _S32) + r + cum + short, w, e
+
+
+@device_fn
+def _code_at(x, v, freq, base, magic, out, o):
+    """Code pattern v into state x, its shed words written below out[o] (unsigned indices: no
+    wraparound code): (new x, new o)."""
+    c = popcount(np.uint32(v))
+    f = freq[c]
+    x, w, e = _code(x, f, base[c] + np.uint64(RANK[v]) * f, magic[c])
+    out[o - _ONE] = np.uint16(w)
+    out[o - _TWO] = np.uint16(w >> _S16)
+    return x, o - e
 
 
 @cpu
@@ -126,37 +144,21 @@ def encode(patterns, freq, base, magic, out):
     the first word of the stream out[first:] (the final states, then the words in the decoder's
     order). Symbols n - 1 down to 0, symbol i on state i mod 2: two chains in flight."""
     n = patterns.size
-    xa, xb = _L, _L  # the states of symbols n - 1, n - 3, ... and of n - 2, n - 4, ...
-    o = out.size
-    for i in range(n - 1, -1, -2):
-        v = patterns[i]
-        c = np.int64(popcount16(v))
-        xa, w1, w2, e = _code(xa, freq[c], base[c] + RANK[v] * freq[c], magic[c])
-        out[o - 1], out[o - 2] = np.uint16(w1), np.uint16(w2)
-        o -= e
-        if i:
-            v = patterns[i - 1]
-            c = np.int64(popcount16(v))
-            xb, w1, w2, e = _code(xb, freq[c], base[c] + RANK[v] * freq[c], magic[c])
-            out[o - 1], out[o - 2] = np.uint16(w1), np.uint16(w2)
-            o -= e
-    x0, x1 = (xb, xa) if n % 2 == 0 else (xa, xb)
+    x0, x1 = _L, _L  # the states of the even and of the odd symbols
+    o = np.uint64(out.size)
+    pairs = n // 2
+    if n % 2:
+        x0, o = _code_at(x0, patterns[n - 1], freq, base, magic, out, o)
+    for j in range(pairs):
+        i = np.uint64(2 * (pairs - 1 - j))
+        x1, o = _code_at(x1, patterns[i + _ONE], freq, base, magic, out, o)
+        x0, o = _code_at(x0, patterns[i], freq, base, magic, out, o)
     for s in range(min(n, 2) - 1, -1, -1):
         x = x1 if s else x0
         for t in range(4):
-            out[o - 4 + t] = np.uint16((x >> np.uint64(48 - 16 * t)) & _M16)
-        o -= 4
-    return o
-
-
-@device_fn
-def popcount16(v):
-    """Ones of a 16-bit pattern (the bit trick: vectorises, no intrinsic needed)."""
-    v = np.uint32(v)
-    v = v - ((v >> np.uint32(1)) & np.uint32(0x5555))
-    v = (v & np.uint32(0x3333)) + ((v >> np.uint32(2)) & np.uint32(0x3333))
-    v = (v + (v >> np.uint32(4))) & np.uint32(0x0F0F)
-    return (v + (v >> np.uint32(8))) & np.uint32(0x1F)
+            out[o - np.uint64(4 - t)] = np.uint16((x >> np.uint64(48 - 16 * t)) & _M16)
+        o -= np.uint64(4)
+    return np.int64(o)
 
 
 @device_fn
