@@ -73,7 +73,8 @@ def test_uniform():
     for d in DS:
         assert same(trng.uniform(KEYS[1], d, DEVICE), rng.uniform_ref(KEYS[1], d))
     for key in KEYS:
-        assert same(trng.uniform(key, 100, DEVICE, start=4000), rng.uniform_ref(key, 100, start=4000))
+        for start in (4000, 2**16 - 50):  # within a block key's 2^16 counters and across two
+            assert same(trng.uniform(key, 100, DEVICE, start=start), rng.uniform_ref(key, 100, start=start))
 
 
 def test_pack_signs():

@@ -19,7 +19,7 @@ import torch
 
 from psgd import kernels
 from psgd.kernels import cpu, device_fn, np_view
-from psgd.kernels.rng import hash_ref, mix, split
+from psgd.kernels.rng import hash32, hash_ref, split
 
 TWO_M53 = 2.0**-53
 CHUNK = 512
@@ -63,8 +63,8 @@ def subset_ref(key: int, d: int, k: int, device: torch.device | str = "cpu") -> 
 
 @device_fn
 def candidate(k0, k1, j, d):
-    hi = mix(mix((2 * j) ^ k0) ^ k1) >> 5
-    lo = mix(mix((2 * j + 1) ^ k0) ^ k1) >> 6
+    hi = np.int64(hash32(k0, k1, 2 * j)) >> 5
+    lo = np.int64(hash32(k0, k1, 2 * j + 1)) >> 6
     return min(int(((hi << 26) + lo) * TWO_M53 * d), d - 1)
 
 

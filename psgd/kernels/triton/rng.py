@@ -1,5 +1,7 @@
-"""The counter-based uniforms of psgd.kernels.rng in Triton: u(i) = (mix(mix(i ^ k0) ^ k1) >> 8) 2^-24,
-mix = lowbias32 on uint32 lanes (products wrap mod 2^32 as the reference's masks do)."""
+"""The counter-based uniforms of psgd.kernels.rng in Triton: u(i) = (mix(i ^ K(i >> 16) ^ k1) >> 8) 2^-24,
+K(b) = k0 ^ (mix(mix(b ^ k0)) & 0xFFFF), mix = lowbias32 on uint32 lanes (products wrap mod 2^32 as
+the reference's masks do). The block key is computed in every lane: a GPU waits on memory, not on
+the three rounds."""
 
 from __future__ import annotations
 
@@ -24,7 +26,9 @@ def mix(v):
 @triton.jit
 def uniform_at(k0, k1, i):
     """u(i) in fp32 for int32 counters i; k0, k1 the key's two 32-bit halves."""
-    h = mix(mix(i.to(tl.uint32) ^ k0.to(tl.uint32)) ^ k1.to(tl.uint32))
+    i, k0 = i.to(tl.uint32), k0.to(tl.uint32)
+    kb = k0 ^ (mix(mix((i >> 16) ^ k0)) & 0xFFFF)
+    h = mix(i ^ kb ^ k1.to(tl.uint32))
     return (h >> 8).to(tl.float32) * 5.9604644775390625e-08
 
 
