@@ -51,6 +51,23 @@ if numba is not None:
 
         return types.uint64(types.uint64, types.uint64), codegen
 
+    @intrinsic
+    def below(typingctx, bounds, s):
+        """How many of the 16 uint32 bounds[0:16] are <= s < 2^32: one vector compare and a
+        popcount (a loop of compares adds them one after another, on the decoder's chain)."""
+
+        def codegen(context, builder, sig, args):
+            i32 = ir.IntType(32)
+            vt = ir.VectorType(i32, 16)
+            data = context.make_array(sig.args[0])(context, builder, args[0]).data
+            v = builder.load(builder.bitcast(data, vt.as_pointer()), align=4)
+            one = builder.insert_element(ir.Constant(vt, None), builder.trunc(args[1], i32), i32(0))
+            splat = builder.shuffle_vector(one, ir.Constant(vt, None), ir.Constant(vt, [0] * 16))
+            le = builder.bitcast(builder.icmp_unsigned("<=", v, splat), ir.IntType(16))
+            return builder.zext(builder.ctpop(le), ir.IntType(64))
+
+        return types.uint64(bounds, s), codegen
+
 
 SYMBOL = 16  # coordinates per symbol
 M = 2**32  # total frequency
@@ -105,9 +122,8 @@ def _divide(x, f, magic):
     quotient or one less (magic = floor((2^64 - 1) / f) errs by under x / 2^64 < f / 2^32 <= 1)."""
     q = mulhi(x, magic)
     r = x - q * f
-    if r >= f:
-        return q + np.uint64(1), r - f
-    return q, r
+    up = r >= f
+    return q + np.uint64(up), r - (f if up else _ZERO)
 
 
 @device_fn
@@ -162,24 +178,22 @@ def encode(patterns, freq, base, magic, out):
 
 
 @device_fn
-def _take(x, s, f, magic, w1, w2):
-    """Undo a symbol whose slot lies s above its class's base, refilling from the words w1, w2 while
-    below 2^48: (its rank, the state before it was coded, how many words were taken)."""
-    q, r = _divide(s, f, magic)
-    x = f * (x >> _S32) + r
-    e1 = x < _L
-    if e1:
-        x = (x << _S16) | w1
-    e2 = x < _L
-    if e2:
-        x = (x << _S16) | w2
-    return q, x, np.int64(e1) + np.int64(e2)
-
-
-@device_fn
-def _pattern(c, q):
-    """The pattern of class c and rank q (clamped into the class), and whether q was in range."""
-    return PAT[OFFSET[c] + min(np.int64(q), np.int64(COUNT[c]) - 1)], q >= COUNT[c]
+def _take(x, i, bounds, freq, base, magic, src, pos, nw, out):
+    """Undo the symbol on top of state x into out[i] (its pattern, clamped into its class), then
+    refill x from src[min(pos, nw):] while below 2^48 (two words at most, no branch): (the state
+    before the symbol was coded, the new pos, the symbol's ones, whether its rank was beyond its
+    class)."""
+    s = x & _M32
+    c = below(bounds, s)  # the class: how many of base[1:17] the slot reaches
+    f = freq[c]
+    q, r = _divide(s - base[c], f, magic[c])
+    x = f * (x >> _S32) + r  # >= 2^16, as x >= 2^48
+    n = np.uint64(x < _L) + np.uint64(x < _M)
+    p = np.uint64(min(pos, nw))
+    w = (np.uint64(src[p]) << _S16) | np.uint64(src[p + _ONE])
+    x = (x << (n << np.uint64(4))) | (w >> (_S32 - (n << np.uint64(4))))
+    out[i] = PAT[OFFSET[c] + min(np.int64(q), np.int64(COUNT[c]) - 1)]
+    return x, pos + np.int64(n), np.int64(c), q >= COUNT[c]
 
 
 @cpu
@@ -187,7 +201,7 @@ def decode(src, nw, freq, base, magic, out):
     """Decode out.size patterns (uint16) from the stream src[:nw] (uint16 words, two zero words at
     src[nw:]): (status, number of zeros). Reads nothing past src[nw + 1]; a rank beyond its class,
     a state that does not return to 2^48, or words left over or missing are reported, never trusted.
-    Symbols in pairs, the class search of both states in one loop: two chains in flight."""
+    Symbols in pairs, one on each state: two chains in flight."""
     n = out.size
     states = min(n, 2)
     if nw < 4 * states:
@@ -203,28 +217,24 @@ def decode(src, nw, freq, base, magic, out):
             x0 = x
     if x0 < _L or x1 < _L:
         return BAD_STATE, 0
+    bounds = np.empty(SYMBOL, np.uint32)  # base[1:17] < 2^32 (base[17] - base[16] >= 1)
+    for j in range(SYMBOL):
+        bounds[j] = base[j + 1]
     pos = 4 * states
     bad = False
     ones = 0
-    for i in range(0, n, 2):
-        s0, s1 = x0 & _M32, x1 & _M32
-        c0, c1 = 0, 0
-        for j in range(1, SYMBOL + 1):
-            c0 += s0 >= base[j]
-            c1 += s1 >= base[j]
-        p = min(pos, nw)
-        q, x0, e = _take(x0, s0 - base[c0], freq[c0], magic[c0], np.uint64(src[p]), np.uint64(src[p + 1]))
-        pos += e
-        out[i], wrong = _pattern(c0, q)
+    for j in range(n // 2):
+        i = np.uint64(2 * j)
+        x0, pos, c, wrong = _take(x0, i, bounds, freq, base, magic, src, pos, nw, out)
+        ones += c
         bad |= wrong
-        ones += c0
-        if i + 1 < n:
-            p = min(pos, nw)
-            q, x1, e = _take(x1, s1 - base[c1], freq[c1], magic[c1], np.uint64(src[p]), np.uint64(src[p + 1]))
-            pos += e
-            out[i + 1], wrong = _pattern(c1, q)
-            bad |= wrong
-            ones += c1
+        x1, pos, c, wrong = _take(x1, i + _ONE, bounds, freq, base, magic, src, pos, nw, out)
+        ones += c
+        bad |= wrong
+    if n % 2:
+        x0, pos, c, wrong = _take(x0, np.uint64(n - 1), bounds, freq, base, magic, src, pos, nw, out)
+        ones += c
+        bad |= wrong
     if bad:
         return OUT_OF_RANGE, 0
     if pos > nw:
