@@ -36,7 +36,7 @@ from psgd.kernels.codes import (
     popcount,
     unary_gaps,
 )
-from psgd.kernels.rng import random24
+from psgd.kernels.rng import block_key, random24_in
 
 if numba is not None:
     from llvmlite import ir
@@ -127,7 +127,7 @@ if numba is not None:
 
 
 GAMMA_BITS = 31
-BLOCK = 2048  # coordinates per block of the encoder (a multiple of 64: bitmap words) and per
+BLOCK = 2048  # coordinates per block of the encoder (a multiple of 64: bitmap words; divides 2^16) and per
 # round of the decoder's unary reading (32 bitmap words, 128 vectors of 16)
 
 
@@ -137,11 +137,12 @@ def header_bits(d: int) -> int:
 
 
 @device_fn
-def _dither(z, random, k0, k1, i):
-    """k_i from z_i: round(z_i) (half to even), or with ``random`` floor(z_i) + (u_i < z_i - floor(z_i))."""
+def _dither(z, random, kb, k1, i):
+    """k_i from z_i: round(z_i) (half to even), or with ``random`` floor(z_i) + (u_i < z_i - floor(z_i))
+    (kb: i's block key, rng.block_key)."""
     if random:
         low = np.floor(z)
-        return np.int32(low) + np.int32(np.float32(random24(k0, k1, i)) * np.float32(2**-24) < z - low)
+        return np.int32(low) + np.int32(np.float32(random24_in(kb, k1, i)) * np.float32(2**-24) < z - low)
     return np.int32(np.rint(z))
 
 
@@ -149,11 +150,13 @@ def _dither(z, random, k0, k1, i):
 def _block_k(xs, inv, random, k0, k1, start, ks, small, neg):
     """k_i (ks; as bytes min(k_i, 255) in small) and x_i < 0 (bytes in neg) of the block xs starting
     at coordinate start; max k_i. Its own function over a slice (indices known >= 0), with an
-    integer max: the loop vectorises."""
+    integer max: the loop vectorises. The block lies in one block of the generator's counters (BLOCK
+    divides 2^16): its draws share one block key."""
+    kb = block_key(k0, start)
     hi = np.int32(0)
     for t in range(xs.size):
         v = xs[t]
-        k = _dither(abs(v) * inv, random, k0, k1, start + t)
+        k = _dither(abs(v) * inv, random, kb, k1, start + t)
         ks[t] = k
         small[t] = np.uint8(min(k, np.int32(255)))
         neg[t] = v < 0
