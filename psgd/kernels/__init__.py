@@ -2,7 +2,8 @@
 reference that tests compare with it bit for bit.
 
 A CPU kernel is a plain Python function over numpy arrays, compiled by numba on first use and
-cached on disk (``cache=True``: once per machine, not once per run or per rank). Where numba is
+cached on disk (``cache=True``: once per machine, not once per run or per rank; in a folder
+per version of these sources, psgd/kernels/cache.py). Where numba is
 missing or cannot compile, ``cpu`` returns None once with one warning and the codec runs its
 reference. ``PSGD_KERNELS=reference`` forces the references everywhere (for comparisons).
 """
@@ -20,6 +21,11 @@ try:
     import numba
 except Exception:  # noqa: BLE001  (any import failure means: no compiled path)
     numba = None
+
+if numba is not None:
+    from psgd.kernels import cache
+
+    cache.use(numba)  # a folder per version of the kernels' sources (see cache.py)
 
 _WARNED = False
 KERNELS: list[CpuKernel] = []
