@@ -27,7 +27,7 @@ def test_the_cache_folder_follows_every_kernel_source(tmp_path, monkeypatch):
 def test_the_folder_is_under_numba_cache_dir_and_in_use(tmp_path, monkeypatch):
     in_use = cache.cache_dir(numba.__version__)  # import psgd.kernels pointed numba there (where writable)
     if os.access(in_use, os.W_OK):
-        assert numba.config.CACHE_DIR == str(in_use)
+        assert str(in_use) == numba.config.CACHE_DIR
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
     path = cache.cache_dir(numba.__version__)
     assert path.parent == tmp_path and path.name == f"psgd-{cache.digest(numba.__version__)}"
