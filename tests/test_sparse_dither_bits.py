@@ -10,7 +10,7 @@ import torch
 from psgd.compress import make
 from psgd.compress.base import Message
 from psgd.errors import FrameError
-from psgd.kernels import rans
+from psgd.kernels import rans, rng
 from psgd.wire.codes import BitReader, BitWriter
 
 SLACK = 160  # bits: two 64-bit final rANS states, (1/2) log2(2 pi d p q) <= 11 bits (d <= 10^6), the raw tail
@@ -152,3 +152,30 @@ def test_rans_kernels_equal_references():
         assert status[0] != rans.OK or np.array_equal(got, want)
         if trial % 4 == 0:
             assert status[0] == rans.OK and np.array_equal(got, patterns)
+
+
+def boundary_levels(d: int, u: torch.Tensor) -> torch.Tensor:
+    """z_i = |x_i| gamma^-1 at and beside the draws' edges: u_i itself (k_i = 0, one ulp up 1),
+    m + u_i rounded and its neighbours, half-integers (ties), a subnormal; all below 127 but in
+    block 1 (of 2048), which holds 126.5 ... 300 too (the kernel's exact path for k_i >= 127)."""
+    i = torch.arange(d)
+    m = (i % 120).float()
+    up, down = torch.full((d,), math.inf), torch.zeros(d)
+    near = (m + u.double()).float()
+    menu = [u, u.nextafter(up), u.nextafter(down), near, near.nextafter(up), near.nextafter(down), m + 0.5]
+    z = torch.stack(menu + [torch.full((d,), 1e-42)])[i % 8, i]
+    z[2048 : 2048 + 8] = torch.tensor([126.5, 126.99999, 127.0, 127.5, 128.5, 200.0, 300.25, 127.00001])
+    return z
+
+
+@pytest.mark.parametrize("random", [False, True])
+def test_levels_at_the_draws_edges(random):
+    """The compiled k_i (an integer carry in 32-bit lanes, clamped at 127, then exact) equal the
+    reference's floor(z) + (u < z - floor(z)) and round(z) on exact boundaries (gamma = 1: z = |x|)."""
+    c = make(f"sparse_dither:nu=1e-3,random={str(random).lower()}")  # k_max ~ 1100: no clamp
+    d, key = 3 * 2048 + 37, 0xDEADBEEF12345678
+    z = boundary_levels(d, rng.uniform_ref(key, d))
+    x = torch.where(torch.arange(d) % 3 == 0, -z, z)
+    gamma = torch.tensor(1.0)
+    got, want = c._encode_compiled(x, gamma, key), c._encode_reference(x, gamma, key)
+    assert got[0] == want[0] and torch.equal(got[1], want[1])

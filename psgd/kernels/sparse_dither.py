@@ -127,6 +127,8 @@ if numba is not None:
 
 
 GAMMA_BITS = 31
+LIMIT = np.float32(127.0)  # _levels' clamp on z_i: ceil(z_i 2^24) < 2^31, an int32 lane
+TWO_24 = np.float32(2.0**24)
 BLOCK = 2048  # coordinates per block of the encoder (a multiple of 64: bitmap words; divides 2^16) and per
 # round of the decoder's unary reading (32 bitmap words, 128 vectors of 16)
 
@@ -139,7 +141,8 @@ def header_bits(d: int) -> int:
 @device_fn
 def _dither(z, random, kb, k1, i):
     """k_i from z_i: round(z_i) (half to even), or with ``random`` floor(z_i) + (u_i < z_i - floor(z_i))
-    (kb: i's block key, rng.block_key)."""
+    (kb: i's block key, rng.block_key). The definition, one coordinate at a time (_levels is its
+    vectorised form below 2^7)."""
     if random:
         low = np.floor(z)
         return np.int32(low) + np.int32(np.float32(random24_in(kb, k1, i)) * np.float32(2**-24) < z - low)
@@ -147,21 +150,34 @@ def _dither(z, random, kb, k1, i):
 
 
 @device_fn
-def _block_k(xs, inv, random, k0, k1, start, ks, small, neg):
-    """k_i (ks; as bytes min(k_i, 255) in small) and x_i < 0 (bytes in neg) of the block xs starting
-    at coordinate start; max k_i. Its own function over a slice (indices known >= 0), with an
-    integer max: the loop vectorises. The block lies in one block of the generator's counters (BLOCK
-    divides 2^16): its draws share one block key."""
-    kb = block_key(k0, start)
-    hi = np.int32(0)
-    for t in range(xs.size):
+def _levels(xs, inv, random, kb, k1, start, small, neg):
+    """min(k_i, LIMIT) (bytes in small) and x_i < 0 (bytes in neg) of the block xs starting at
+    coordinate start; their max, which is LIMIT where a k_i may be above it. In 32-bit lanes (16 a
+    vector): z_i = min(|x_i| inv, LIMIT) in fp32, and with ``random`` the draw's compare as a
+    carry, k_i = (ceil(z_i 2^24) + 2^24 - 1 - r_i) >> 24 (r_i = u_i 2^24 an integer: z_i 2^24 is
+    exact, floor(z_i) 2^24 + ceil(frac 2^24), and r_i < ceil(frac 2^24) iff u_i < frac), as _dither.
+    The block lies in one block of the generator's counters (BLOCK divides 2^16): one block key kb."""
+    hi = np.uint32(0)
+    at = np.int32(start)  # int32 counters: the draw reads their low 32 bits
+    for t in range(np.int32(xs.size)):
         v = xs[t]
-        k = _dither(abs(v) * inv, random, kb, k1, start + t)
-        ks[t] = k
-        small[t] = np.uint8(min(k, np.int32(255)))
+        z = min(abs(v) * inv, LIMIT)
+        if random:
+            q = np.uint32(np.int32(np.ceil(z * TWO_24)))
+            k = np.uint32(np.uint32(q + np.uint32(random24_in(kb, k1, at + t) ^ np.uint32(0xFFFFFF))) >> np.uint32(24))
+        else:
+            k = np.uint32(np.int32(np.rint(z)))
+        small[t] = np.uint8(k)
         neg[t] = v < 0
         hi = max(hi, k)
     return hi
+
+
+@device_fn
+def _exact_k(xs, inv, random, kb, k1, start, ks):
+    """k_i of the block xs by _dither, as int32 in ks (for a block with a k_i at LIMIT or above)."""
+    for t in range(xs.size):
+        ks[t] = _dither(abs(xs[t]) * inv, random, kb, k1, start + t)
 
 
 @device_fn
@@ -265,14 +281,21 @@ def sparse_dither_encode(x, inv, random, k0, k1, k_cap, head, buf, nonzero, sign
         buf = _room(buf, uj + 2 * room)  # grown out here: arrays reassigned inside the loop cost a count per value
         while start < d and uj + room <= buf.size:
             n = min(ks.size, d - start)
-            hi = _block_k(x[start : start + n], inv, random, k0, k1, start, ks, sb, neg)
+            kb = block_key(k0, start)
+            hi = np.int64(_levels(x[start : start + n], inv, random, kb, k1, start, sb, neg))
+            exact = hi >= LIMIT  # a k_i may be above the bytes' LIMIT: the block's k_i again, as int32
+            if exact:
+                _exact_k(x[start : start + n], inv, random, kb, k1, start, ks)
+                hi = np.int64(max(ks[:n]))
             if hi > k_cap:
                 return buf, -1, hi, 0
             kmax = max(kmax, hi)
             if hi <= 7:
-                uj, uacc, ufill = _unary_block(ks[:n], small, buf, uj, uacc, ufill, codes, lengths)
-            else:
+                uj, uacc, ufill = _unary_block(sb[:n], small, buf, uj, uacc, ufill, codes, lengths)
+            elif exact:
                 uj, uacc, ufill = _unary_codes(ks[:n], buf, uj, uacc, ufill)
+            else:
+                uj, uacc, ufill = _unary_codes(sb[:n], buf, uj, uacc, ufill)
             sb[n : n + 64] = 0
             for t in range(0, n, 64):
                 m = nonzero64(sb, t)
