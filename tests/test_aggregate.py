@@ -1,15 +1,20 @@
 """The server's running aggregate (runtime/aggregate.py): the mean of the workers' decoded
 uplinks, the same floats whatever order the frames land in, and equal to the plain rank-order
-mean of decode(m_i); rand-k messages from one shared seed are summed on their support first;
-a non-finite value left unchecked by the parse is refused as it is added, naming its sender."""
+mean of decode(m_i), ((0 + c_1) + c_2 + ...) / n; the sum the same floats before the division (a
+rule that reads it, EF14's, forms e + s / n: the floats of e + mean); rand-k messages from one
+shared seed are summed on their support first; a non-finite value left unchecked by the parse is
+refused as it is added, naming its sender."""
 
 import itertools
+from copy import deepcopy
 
 import pytest
 import torch
 
 from psgd.compress import make
 from psgd.errors import FrameError
+from psgd.methods import Context, build
+from psgd.methods.ef14 import EF14Options
 from psgd.methods.sgd import mean
 from psgd.runtime.aggregate import Aggregator
 from psgd.runtime.frames import pack, parse
@@ -30,12 +35,12 @@ def messages(spec: str, shared: bool, check_finite: bool = True) -> list:
     return [c.from_bytes(bytearray(b), d=D, check_finite=check_finite) for b in raw]
 
 
-def aggregate(spec: str, ms: list, order) -> torch.Tensor:
+def aggregate(spec: str, ms: list, order, sums: bool = False) -> torch.Tensor:
     agg = Aggregator(N, D, torch.float32, torch.device("cpu"))
     agg.start([make(spec), make(spec)], 0)
     for w in order:
         agg.add(w + 1, [ms[w], ms[(w + 1) % N]])  # two parts per uplink
-    first, second = agg.means()
+    first, second = agg.read(sums)
     return first.clone(), second.clone()
 
 
@@ -49,6 +54,31 @@ def test_any_arrival_order_gives_the_rank_order_mean_bit_for_bit(spec, shared, c
     for order in itertools.permutations(range(N)):
         got, got2 = aggregate(spec, ms, order)
         assert torch.equal(got, want) and torch.equal(got2, want2), (spec, order)
+        total, _ = aggregate(spec, ms, order, sums=True)
+        assert torch.equal(total / N, want), (spec, order)
+
+
+@pytest.mark.parametrize("downlink", ["natural", "identity"])
+@pytest.mark.parametrize("n", [1, 3, 4, 7])
+def test_ef14_reads_the_sum_and_steps_as_on_the_mean(downlink, n):
+    """EF14's server rule divides the sum as it adds it to its error: e + s / n, the floats of e + mean,
+    so its error, downlink and model are those of the rule on the mean, bit for bit."""
+    d, g = 5000, torch.Generator().manual_seed(n)
+    method = build(EF14Options(uplink="natural", downlink=downlink, lr=0.1))
+    assert method.reads_sums
+    ctx = Context(0, 0, n, 0, torch.device("cpu"))
+    state, _ = method.server_init(torch.randn(d, generator=g), ctx)
+    if state.global_error is not None:
+        state.global_error.copy_(torch.randn(d, generator=g))
+    s = torch.randn(d, generator=g) * n
+    e0, x0, opt, mean = state.global_error, state.x.clone(), deepcopy(state.opt), s / n
+    v = mean if e0 is None else e0 + mean  # the rule on the mean, written out
+    want, q = method.downlink.encode_reconstruct(v.clone(), ctx.rng("downlink", shared=True))
+    (got,) = method.server_step(state, [s.clone()], ctx)
+    assert got.to_bytes() == want.to_bytes()
+    assert e0 is None or torch.equal(state.global_error, v - q)
+    opt.step(x0, q, 0.1)
+    assert torch.equal(state.x, x0)
 
 
 def test_shared_seed_randk_is_summed_on_its_support_and_scattered_once(monkeypatch):
@@ -62,7 +92,7 @@ def test_shared_seed_randk_is_summed_on_its_support_and_scattered_once(monkeypat
     agg.start([c], 0)
     for w, m in enumerate(ms, start=1):
         agg.add(w, [m])
-    assert torch.equal(agg.means()[0], mean([c.decode(m) for m in ms])) and len(scatters) == 1
+    assert torch.equal(agg.read()[0], mean([c.decode(m) for m in ms])) and len(scatters) == 1
 
 
 def test_reading_before_every_worker_is_in_is_refused():
@@ -70,7 +100,7 @@ def test_reading_before_every_worker_is_in_is_refused():
     agg.start([make("identity")], 0)
     agg.add(2, messages("identity", False)[:1])  # rank 1 missing: nothing can be added yet
     with pytest.raises(RuntimeError, match="0 of 4 workers in"):
-        agg.means()
+        agg.read()
 
 
 @pytest.mark.parametrize("sender", [1, 3])  # the first (copied into the sum) or a later one (added)

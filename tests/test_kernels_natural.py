@@ -43,6 +43,23 @@ def test_compiled_equals_reference(monkeypatch, spec, d):
         assert same_bits(accs[0], start + dec_r)  # weight 1: the floats of out + decode
 
 
+@pytest.mark.parametrize("spec", ["natural", "natural_round"])
+@pytest.mark.parametrize("d", SIZES)
+def test_encode_reconstruct_is_the_decode_of_its_message(monkeypatch, spec, d):
+    """encode_reconstruct's C(x), written by the encoding pass, is decode(encode(x)) bit for bit and
+    its message the same bytes, on the compiled and the reference paths."""
+    c = make(spec)
+    for mode in ("", "reference"):
+        monkeypatch.setenv("PSGD_KERNELS", mode)
+        for seed in range(2):
+            x = vector(d, seed)
+            x = x[x.abs() < 2.0**100]  # in range
+            m, q = c.encode_reconstruct(x, torch.Generator().manual_seed(seed), torch.full_like(x, 7.0))
+            ref = c.encode(x, torch.Generator().manual_seed(seed))
+            assert m.to_bytes() == ref.to_bytes()
+            assert same_bits(q, c.decode(ref))
+
+
 def test_fields_and_signs_read_from_the_body():
     x = torch.tensor([3.0, -0.0, 0.0, -5.0, 1e-45, 6.0, -1.0, 2.0, -7.0])
     m = make("natural_round").encode(x)

@@ -7,7 +7,8 @@ transport delivers them. Each round then times:
 
   server    parse        decode_frame + from_bytes of every uplink part (n frames), as the server
                          parses: identity's finiteness check left to the add that reads the values
-            accumulate   Aggregator.add in rank order, then the means (what the runtime does)
+            accumulate   Aggregator.add in rank order, then the means or, for a rule that divides
+                         them itself, the sums (Aggregator.read, as the runtime does)
             step         the method's server rule on the means (global error, downlink encode,
                          its SGD step)
             pack_down    the downlink frame's bytes
@@ -119,9 +120,9 @@ def bench_spec(spec: str, d: int, n: int, repeat: int, device: torch.device) -> 
         aggregate.start(codecs, 0)
         for w, messages in enumerate(parsed, start=1):
             aggregate.add(w, messages)
-        means = aggregate.means()
+        up = aggregate.read(method.reads_sums)
         lap("accumulate")
-        messages = method.server_step(state, means, Context(r, 0, n, 0, device))
+        messages = method.server_step(state, up, Context(r, 0, n, 0, device))
         lap("server_step")
         data = pack(Kind.DOWN, r + 1, 0, [], messages, down_buffer)[0]
         lap("pack_down")

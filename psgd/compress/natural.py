@@ -22,7 +22,15 @@ from typing import ClassVar
 
 import torch
 
-from psgd.compress.base import Compressor, Message, largest, narrowest, packed_bytes, require_finite_input
+from psgd.compress.base import (
+    Compressor,
+    Message,
+    check_input,
+    largest,
+    narrowest,
+    packed_bytes,
+    require_finite_input,
+)
 from psgd.compress.registry import register
 from psgd.errors import FrameError, NonFiniteError
 from psgd.kernels.natural import fields_ref, natural_encode, natural_into, values_ref
@@ -57,14 +65,24 @@ class _Natural(Compressor):
     wire_bits = "9d"
     finite_by_own_pass = True  # the encoding pass returns max |x_i|: NaN/Inf iff x holds one
 
-    def _encode(self, x, generator):
+    def _encode(self, x, generator, values=None):
+        """The body; and C(x) into ``values`` (x's dtype) where given, from the same pass."""
         d = x.numel()
         body = torch.empty(d + packed_bytes(d), dtype=torch.uint8, device=x.device)
-        amax = natural_encode(x, draw_key(generator) if self.stochastic else None, body)
+        amax = natural_encode(x, draw_key(generator) if self.stochastic else None, body, values)
         if not math.isfinite(amax):  # max |x_i| of the encoding pass is NaN/Inf iff x holds one
             require_finite_input(x)
         check_range(amax, x.dtype, self.stochastic)
         return (), body
+
+    def encode_reconstruct(self, x, generator=None, out=None):
+        """(encode(x), C(x)), C(x) written into ``out`` by the encoding pass itself (no second read
+        of the body): the field as the exponent and x's sign bit, the bits decode gives."""
+        if out is None or out.dtype != x.dtype or out.numel() != x.numel():
+            return super().encode_reconstruct(x, generator, out)
+        check_input(x, finite=False)  # as encode: the encoding pass refuses NaN/Inf
+        _, body = self._encode(x, generator, out)
+        return Message(self.name, x.numel(), x.dtype, (), body), out
 
     def _parse(self, m: Message) -> torch.Tensor:
         """The body (exponent fields, then sign bits), once no field stands for a power of two

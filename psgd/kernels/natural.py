@@ -7,7 +7,8 @@ for zero), then d sign bits (signbit(x_i), bit i % 8 of byte i // 8). With fp32 
 random bits r(i) = u(i) 2^24 of the counter-based generator; natural rounding iff m >= 2^22.
 Subnormals (e = 0) round between 0 and 2^-126 by the same rule. Decode: +-(field << 23) as binary32.
 
-    encode:     one pass over x: fields, sign bits and max |x_i| (for the caller's range check)
+    encode:     one pass over x: fields, sign bits and max |x_i| (for the caller's range check),
+                and C(x)_i = (field_i << 23) | signbit(x_i) as binary32 where asked (error feedback)
     decode:     out_i = +-2^(field_i - 127)
     accumulate: out_i += weight * (+-2^(field_i - 127)): with weight 1 the floats of out + decode
 """
@@ -63,8 +64,9 @@ def values_ref(field: torch.Tensor, negative: torch.Tensor, dtype: torch.dtype) 
 
 
 @cpu
-def natural_encode_kernel(x, k0, k1, stochastic, body):
-    """body = fields then sign bits of C(x), x the bits of an fp32 vector (uint32); returns max |x_i| (bits)."""
+def natural_encode_kernel(x, k0, k1, stochastic, body, values):
+    """body = fields then sign bits of C(x), x the bits of an fp32 vector (uint32), and values =
+    the bits of C(x) unless None; returns max |x_i| (bits)."""
     d = x.size
     top = np.uint32(0)
     for c in range(0, d, CHUNK):
@@ -73,6 +75,8 @@ def natural_encode_kernel(x, k0, k1, stochastic, body):
             top = max(top, _fields_random(x[c : c + n], k0, k1, c, body[c : c + n]))
         else:
             top = max(top, _fields_nearest(x[c : c + n], body[c : c + n]))
+        if values is not None:  # C(x) while x and the fields are in cache
+            _values(x[c : c + n], body[c : c + n], values[c : c + n])
         _signs(x[c : c + n], body[d + c // 8 : d + (c + n + 7) // 8])
     return top
 
@@ -106,6 +110,13 @@ def _fields_nearest(x, out):
 
 
 @device_fn
+def _values(x, fields, out):
+    """The bits of C(x): the field as the exponent, x's sign bit (as decode reads them back)."""
+    for j in range(np.int32(x.size)):
+        out[j] = np.uint32(np.uint32(np.uint32(fields[j]) << np.uint32(23)) | np.uint32(x[j] & np.uint32(0x80000000)))
+
+
+@device_fn
 def _signs(x, out):
     full = x.size // 8
     for k in range(full):
@@ -129,51 +140,77 @@ def natural_into_kernel(body, out, weight, add):
     fields = body[:d]
     signs = body[d:]
     w = np.float32(weight)
-    full = d - d % 8
+    words = d // 32
     if add:
-        for k in range(full // 8):
-            byte = np.uint32(signs[k])
-            for j in range(8):
-                out[8 * k + j] += w * _value(fields[8 * k + j], byte >> j)
-        for i in range(full, d):
-            out[i] += w * _value(fields[i], np.uint32(signs[i // 8]) >> (i % 8))
+        for k in range(words):
+            s, f, o = _word(signs, k), fields[32 * k : 32 * k + 32], out[32 * k : 32 * k + 32]
+            for j in range(32):
+                o[j] += w * _value(f[j], s & BIT[j])
     else:
-        for k in range(full // 8):
-            byte = np.uint32(signs[k])
-            for j in range(8):
-                out[8 * k + j] = _value(fields[8 * k + j], byte >> j)
-        for i in range(full, d):
-            out[i] = _value(fields[i], np.uint32(signs[i // 8]) >> (i % 8))
+        for k in range(words):
+            s, f, o = _word(signs, k), fields[32 * k : 32 * k + 32], out[32 * k : 32 * k + 32]
+            for j in range(32):
+                o[j] = _value(f[j], s & BIT[j])
+    for i in range(32 * words, d):
+        v = _value(fields[i], np.uint32(signs[i // 8]) & BIT[i % 8])
+        if add:
+            out[i] += w * v
+        else:
+            out[i] = v
+
+
+# 32 coordinates per step, their sign bits in one uint32 word tested against a constant bit per
+# lane: the inner loop fills the vector registers in 32-bit lanes (a byte of 8 signs a step, or a
+# shift by a per-lane count, left numba's loops in 64-bit lanes or scalar).
+BIT = np.array([1 << j for j in range(32)], dtype=np.uint32)
 
 
 @device_fn
-def _value(field, sign):
-    """+-2^(field - 127) from an exponent field and a sign bit (bit 0 of sign)."""
-    return np.uint32((np.uint32(field) << 23) | (np.uint32(sign & 1) << 31)).view(np.float32)
+def _word(signs, k):
+    """Sign bytes 4k .. 4k + 3 as one little-endian uint32."""
+    w = np.uint32(0)
+    for b in range(4):
+        w |= np.uint32(np.uint32(signs[4 * k + b]) << np.uint32(8 * b))
+    return w
 
 
-def natural_encode(x: torch.Tensor, key: int | None, body: torch.Tensor) -> float:
+@device_fn
+def _value(field, bit):
+    """+-2^(field - 127) from an exponent field and a sign bit (negative where bit != 0)."""
+    sign = np.uint32(0x80000000) if bit != np.uint32(0) else np.uint32(0)
+    return np.uint32(np.uint32(np.uint32(field) << np.uint32(23)) | sign).view(np.float32)
+
+
+def natural_encode(x: torch.Tensor, key: int | None, body: torch.Tensor, values: torch.Tensor | None = None) -> float:
     """Write the body of x's message into body (d + ceil(d/8) uint8): C_nat with the uniforms of key
-    (``rng.uniform(key, d, x)``), natural rounding when key is None. Returns max |x_i|: the caller
-    refuses x that rounds beyond its range (the body is then meaningless)."""
+    (``rng.uniform(key, d, x)``), natural rounding when key is None; and C(x), the body's decode,
+    into ``values`` (x's dtype) where given. Returns max |x_i|: the caller refuses x that rounds
+    beyond its range (body and values are then meaningless)."""
     d = x.numel()
     if gpu.available(x, body) and x.dtype in _TRITON_ENCODE and x.is_contiguous() and body.is_contiguous():
         from psgd.kernels.triton import natural
 
-        return natural.natural_encode(x, key, body)
+        top = natural.natural_encode(x, key, body)
+        if values is not None:
+            natural_into(body, values, 1.0, add=False)
+        return top
 
     def compiled():
         k0, k1 = rng.split(key or 0)
-        top = natural_encode_kernel(np_view(x).view(np.uint32), k0, k1, key is not None, np_view(body))
+        bits = None if values is None else np_view(values).view(np.uint32)
+        top = natural_encode_kernel(np_view(x).view(np.uint32), k0, k1, key is not None, np_view(body), bits)
         return float(np.uint32(top).view(np.float32))
 
     def reference():
         field, negative = fields_ref(x, None if key is None else rng.uniform(key, d, x))
         body[:d] = field
         body[d:] = pack_bits(negative)
+        if values is not None:
+            values.copy_(values_ref(field, negative, values.dtype))
         return float(torch.linalg.vector_norm(x, ord=math.inf))
 
     fast = x.dtype == torch.float32 and x.is_contiguous()
+    fast = fast and (values is None or (values.dtype == torch.float32 and values.is_contiguous()))
     return run(natural_encode_kernel, (x, body), compiled, reference) if fast else reference()
 
 

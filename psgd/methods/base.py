@@ -3,7 +3,7 @@
 One round t:
   server -> every worker: the downlink messages (round 0: the initial model)
   worker i: ``worker_step`` reads the downlink, queries its gradient oracle, returns uplink messages
-  server:   ``server_step`` reads the mean of the uplinks, part by part, returns the next downlink
+  server:   ``server_step`` reads the mean (or sum) of the uplinks, part by part, returns the next downlink
             (the runtime accumulates each uplink as it lands, in rank order: runtime/aggregate.py)
 The runtime moves messages (MPI or in-process) and counts their bytes; a method never
 sees MPI, files or models, so the same rules run everywhere.
@@ -48,6 +48,9 @@ class Method(ABC):
 
     name: str
     Options: type[MethodOptions] = MethodOptions
+    # True: server_step's up[j] is the sum sum_i C(part j of worker i), which the rule divides by
+    # ctx.n in its own first pass over it (no pass of the runtime's for the mean); False: the mean
+    reads_sums: bool = False
 
     def __init__(self, options: MethodOptions, constants: Constants | None = None) -> None:
         """``constants`` (n, d, and L, mu when the task knows them) is None only when a config
@@ -135,8 +138,9 @@ class Method(ABC):
 
     @abstractmethod
     def server_step(self, state, up: list[torch.Tensor], ctx: Context) -> list[Message]:
-        """From up[j] = (1/n) sum_i C(part j of worker i) (buffers the runtime reuses next round:
-        read or overwrite them, do not keep them), update the state; return the next downlink."""
+        """From up[j] = (1/n) sum_i C(part j of worker i), or the sum where ``reads_sums`` (buffers
+        the runtime reuses next round: read or overwrite them, do not keep them), update the state;
+        return the next downlink."""
 
     def local_models(self, round: int) -> bool:
         """True when, after ``round``, the workers' models differ from each other and from the

@@ -7,6 +7,8 @@ Worker i:  p_i = e_i + u_i,  c_i = C_up(p_i),  e_i <- p_i - c_i
 Server:    a = (1/n) sum_i c_i.  With an identity downlink it sends a (MEM-SGD, 32d down).
            With a compressed downlink it keeps the global error e_s (DoubleSqueeze-style,
            SPEC 3.8): v = a + e_s, q = C_down(v), e_s <- v - q, and sends q.
+           It reads the sum s = sum_i c_i (reads_sums) and divides as it adds: e_s + s / n, the
+           floats of e_s + a, one pass over s fewer than forming a first.
 All nodes:  x <- SGD step along the decoded downlink.
 Wire: up bits(C_up) per worker; down bits(C_down), identical for every worker.
 """
@@ -49,6 +51,7 @@ class ServerState(Replica):
 class EF14(SGD):
     name = "ef14"
     Options = EF14Options
+    reads_sums = True
     server_state, worker_state = ServerState, WorkerState
 
     def theory_lr(self):
@@ -83,10 +86,11 @@ class EF14(SGD):
         return [msg]
 
     def server_step(self, state: ServerState, up, ctx):
-        e = state.global_error
+        e, s = state.global_error, up[0]
         # v = a + e_s formed in e_s's own memory (addition commutes: the same floats), so that
-        # e_s <- v - q is an in-place subtraction, not a third vector written
-        v = up[0] if e is None else e.add_(up[0])
+        # e_s <- v - q is an in-place subtraction, not a third vector written; addcdiv's
+        # e_s + 1 * s / n rounds s / n once, then the sum: the floats of e_s + a
+        v = s.div_(ctx.n) if e is None else e.addcdiv_(s, torch.full((), ctx.n, dtype=s.dtype, device=s.device))
         msg, q = self.downlink.encode_reconstruct(v, ctx.rng("downlink", shared=True), self.scratch(v))
         if e is not None:
             e.sub_(q)

@@ -4,8 +4,10 @@
 are accumulated (``Compressor.accumulate``: scatter-adds, arithmetic on packed codes, no dense
 temporaries) into one preallocated buffer per part strictly in rank order, a worker that lands
 early waiting, parsed, for the ranks before it. So the sum is the same floats whatever the
-arrival order, under MPI and in the in-process simulation alike: (((0 + c_1) + c_2) + ...) / n,
-the mean a method's server rule reads.
+arrival order, under MPI and in the in-process simulation alike: s = ((0 + c_1) + c_2) + ...,
+and the mean s / n (each float divided once) a method's server rule reads. A rule that reads
+the sum itself (``Method.reads_sums``) divides in its own first pass over it: e + s / n, the same
+floats as e + (s / n), without a pass of its own for the division.
 
 A message that fails as it is added (identity's values are checked finite by the copy or add that
 reads them: frames.parse(check_finite=False)) is reported as its sender's malformed frame, whenever
@@ -82,11 +84,12 @@ class Aggregator:
             self.codecs[j].scatter_values(pending.message, pending.values, self.buffers[j])
             self.pending[j] = None
 
-    def means(self) -> list[torch.Tensor]:
-        """(1/n) sum_i c_i for each part, once all n workers are in. The buffers are reused next
-        round: a server rule reads them, it does not keep them."""
+    def read(self, sums: bool = False) -> list[torch.Tensor]:
+        """sum_i c_i for each part with ``sums``, else the means (sum_i c_i) / n, once all n workers
+        are in. The buffers are reused next round: a server rule reads them, it does not keep them."""
         if self.next != self.n + 1:
             raise RuntimeError(f"aggregate read with {self.next - 1} of {self.n} workers in")
         for j in range(len(self.codecs)):
             self._flush(j)
-        return [b.div_(self.n) for b in self.buffers[: len(self.codecs)]]
+        totals = self.buffers[: len(self.codecs)]
+        return totals if sums else [b.div_(self.n) for b in totals]

@@ -160,7 +160,7 @@ class ServerNode:
             comm_s += recv_s
             t0 = time.perf_counter()
             try:
-                messages = self.method.server_step(self.state, aggregate.means(), self.ctx(t))
+                messages = self.method.server_step(self.state, aggregate.read(self.method.reads_sums), self.ctx(t))
             except NonFiniteError as e:
                 raise NonFiniteError(f"diverged in round {t} on the server: {e}; try a smaller method.lr") from None
             down, header = pack(Kind.DOWN, t + 1, 0, [], messages, self.down_buffer)
