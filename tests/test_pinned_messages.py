@@ -4,6 +4,10 @@ references with PSGD_KERNELS=reference, and on a GPU machine the CUDA path in
 test_compress_cuda.py). So a GPU worker's message is checked against bytes a CPU produced, and a
 change to any codec's bytes is a visible, deliberate change of this file.
 
+pinned_input's outlier (x[30] = -3e4) takes the norm of the dithering codecs and leaves every other
+level 0 with certainty: their messages there do not depend on the draws. So each stochastic spec is
+pinned on normal_input too, and the draws are checked to matter: two seeds give other bytes.
+
 Regenerate (after a deliberate format or generator change): PSGD_PIN=1 pytest tests/test_pinned_messages.py
 """
 
@@ -20,6 +24,33 @@ from psgd.compress import make
 
 PINS = Path(__file__).with_name("pinned_messages.json")
 D = 1000
+# the specs whose messages depend on the generator's draws
+STOCHASTIC = [
+    "randk:ratio=0.3",
+    "randk:k=3,shared_seed=false",
+    "randk:ratio=0.5,scaled=false",
+    "adaptive_rand",
+    "terngrad",
+    "qsgd:s=1",
+    "qsgd:s=5",
+    "qsgd:p=inf,s=3",
+    "qsgd:s=4,coding=elias",
+    "qsgd:p=inf,s=2,coding=elias",
+    "natural",
+    "natural_dither:s=3",
+    "natural_dither:p=2,s=8",
+    "topk_natural:ratio=0.3",
+    "topk_natural:k=2,scaled=false",
+    "topk_dither:ratio=0.3,s=4",
+    "sparse_dither:nu=0.3,random=true",
+    "spherical:alpha=0.5,block=4",
+    "powersgd:rank=2",
+    "per_layer(randk:k=1,shared_seed=true, layers=LAYERS)",
+    "bucket(qsgd:s=2,coding=elias, size=24)",
+    "small_dense(randk:ratio=0.5, min_size=2, layers=LAYERS)",
+    "scaled(natural)",
+    "scaled(randk:ratio=0.25,shared_seed=false)",
+]
 
 
 def pinned_input(d: int = D) -> torch.Tensor:
@@ -33,9 +64,26 @@ def pinned_input(d: int = D) -> torch.Tensor:
     return x
 
 
-def digest(spec: str, device: str = "cpu") -> str:
+def normal_input(d: int = D) -> torch.Tensor:
+    """A normal vector with no outlier (every coordinate's level is drawn), a few zeros, a negative
+    zero, exact ties (equal values, one of them the largest |x_i|) and subnormals."""
+    x = torch.randn(d, generator=torch.Generator().manual_seed(2))
+    x[::101] = 0.0
+    x[7] = -0.0
+    x[40:43] = -x.abs().max()
+    x[50:53] = 0.75
+    x[60], x[61], x[62] = 1e-40, -1e-45, 3e-39
+    return x
+
+
+def normal_key(spec: str) -> str:
+    return f"{spec} (normal_input)"
+
+
+def digest(spec: str, device: str = "cpu", x: torch.Tensor | None = None, seed: int = 1) -> str:
     c = make(resolve(spec, D))
-    m = c.encode(pinned_input().to(device), torch.Generator().manual_seed(1))
+    x = pinned_input() if x is None else x
+    m = c.encode(x.to(device), torch.Generator().manual_seed(seed))
     return hashlib.sha256(m.to_bytes()).hexdigest()
 
 
@@ -45,7 +93,9 @@ def pins() -> dict:
 
 @pytest.mark.skipif(os.environ.get("PSGD_PIN") != "1", reason="regenerates the pins (PSGD_PIN=1)")
 def test_regenerate_pins():
-    PINS.write_text(json.dumps({spec: digest(spec) for spec in SPECS}, indent=1) + "\n")
+    pinned = {spec: digest(spec) for spec in SPECS}
+    normal = {normal_key(spec): digest(spec, x=normal_input()) for spec in STOCHASTIC}
+    PINS.write_text(json.dumps(pinned | normal, indent=1) + "\n")
 
 
 @pytest.mark.parametrize("paths", ["compiled", "reference"])
@@ -55,3 +105,20 @@ def test_message_bytes_are_pinned(spec, paths, monkeypatch):
         monkeypatch.setenv("PSGD_KERNELS", "reference")
     assert spec in pins(), f"{spec} has no pinned digest: regenerate with PSGD_PIN=1"
     assert digest(spec) == pins()[spec]
+
+
+@pytest.mark.parametrize("paths", ["compiled", "reference"])
+@pytest.mark.parametrize("spec", STOCHASTIC)
+def test_draws_are_pinned(spec, paths, monkeypatch):
+    if paths == "reference":
+        monkeypatch.setenv("PSGD_KERNELS", "reference")
+    assert normal_key(spec) in pins(), f"{spec} has no pinned digest on normal_input: regenerate with PSGD_PIN=1"
+    assert digest(spec, x=normal_input()) == pins()[normal_key(spec)]
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_pins_depend_on_the_draws_exactly_for_stochastic_specs(spec):
+    """A stochastic spec's pin on normal_input changes with the seed (the pin checks its draws); any
+    other spec's does not (so STOCHASTIC lists every spec that draws)."""
+    seeds = {digest(spec, x=normal_input(), seed=seed) for seed in (1, 2)}
+    assert (len(seeds) == 2) == (spec in STOCHASTIC)
