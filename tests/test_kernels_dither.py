@@ -187,21 +187,34 @@ def test_cuda_path_takes_the_triton_kernels(monkeypatch):
             assert same_bits(c.accumulate(parsed, start.to(device, copy=True), w).cpu(), acc)
 
 
+@pytest.mark.parametrize("i", [0, 4999, 9000])  # the first, a middle (chunk 1) and the last code
 @pytest.mark.parametrize("spec", ["qsgd:s=16", "natural_dither:s=8", "qsgd:p=inf,s=5"])
-def test_level_above_s_refused_on_both_paths(monkeypatch, spec):
+def test_level_above_s_refused_on_both_paths(monkeypatch, spec, i):
+    """A code of level 2^(w-1) - 1 > s is refused by the checking parse, and, where the parse leaves
+    the check to the pass that reads the codes (check_finite=False, as the server parses), by each
+    decode and add, with the same FrameError."""
     c = make(spec)
-    d = 1001
+    d = 9001
     raw = bytearray(c.encode(torch.randn(d)).to_bytes())
     w = width(c.s)
-    i = d - 1  # the last code: level 2^(w-1) - 1 > s, sign 0
     body = len(raw) - (d * w + 7) // 8
     bit = body * 8 + i * w + 1
     for b in range(w - 1):
         raw[(bit + b) // 8] |= 1 << ((bit + b) % 8)
     for mode in ("", "reference"):
         monkeypatch.setenv("PSGD_KERNELS", mode)
-        with pytest.raises(FrameError):
+        with pytest.raises(FrameError) as checked:
             c.from_bytes(bytes(raw))
+        assert "level above s" in str(checked.value)
+        for consume in (c.decode, lambda m: c.decode_into(m, torch.empty(d)), lambda m: c.accumulate(m, torch.ones(d))):
+            m = c.from_bytes(bytes(raw), check_finite=False)
+            with pytest.raises(FrameError) as deferred:
+                consume(m)
+            assert str(deferred.value) == str(checked.value)
+        m = c.from_bytes(bytes(raw[:body] + c.encode(torch.randn(d)).to_bytes()[body:]), check_finite=False)
+        assert m.unchecked
+        c.accumulate(m, torch.zeros(d))
+        assert not m.unchecked  # checked by the add: a second decode does not check again
 
 
 def test_float64_and_halves_take_the_references():

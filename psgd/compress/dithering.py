@@ -104,6 +104,9 @@ class _Dithering(Compressor):
     unbiased = True
     natural: ClassVar[bool] = False
     finite_by_own_pass = True  # the float64 norm is NaN or Inf when x holds one
+    # the parse's read of its own is the level check (a level above s decodes beyond the norm, to
+    # Inf where 2^(level - s) or level / s is large enough): the decode or add reads the levels anyway
+    defers_finite_check = True
 
     @property
     def _p(self) -> float:
@@ -161,9 +164,8 @@ class _Dithering(Compressor):
         if not 0 <= float(norm) <= largest(m.dtype):  # every |C(x)_i| <= norm: finite in m.dtype
             raise FrameError(f"{self.name}: bad norm {float(norm)!r} (for {narrowest(m.dtype)})")
         if not self._elias:
-            # a level above s fits in the code only when s + 1 is not a power of two
-            if self._s + 1 < 2 ** (width(self._s) - 1) and max_level(m.body[4:], m.d, self._s) > self._s:
-                raise FrameError(f"{self.name}: level above s = {self._s}")
+            if not m.unchecked:
+                self._check_levels(m, None)
             return norm
         nnz, nbits = m.meta
         r = BitReader(m.body[4:], nbits, self.name)
@@ -178,12 +180,25 @@ class _Dithering(Compressor):
             raise FrameError(f"{self.name}: position out of range")
         return norm, pos, negative, levels
 
+    def _check_levels(self, m: Message, top: int | None) -> None:
+        """FrameError if a fixed-length code's level exceeds s (top: the largest, where a pass that
+        read the codes tells; else read here). Such a level fits in the code only when s + 1 is
+        not a power of two."""
+        if self._s + 1 == 2 ** (width(self._s) - 1):
+            return
+        if (max_level(m.body[4:], m.d, self._s) if top is None else top) > self._s:
+            raise FrameError(f"{self.name}: level above s = {self._s}")
+
     def _into(self, m: Message, out: torch.Tensor, weight: float, add: bool) -> None:
-        """out (+)= weight C(x) from the parsed message, out in m's dtype."""
+        """out (+)= weight C(x) from the parsed message, out in m's dtype; the levels of an
+        ``unchecked`` message checked by the same pass (FrameError after writing out)."""
         work = torch.float64 if m.dtype == torch.float64 else torch.float32
         if not self._elias:
             table = self.level_values(2 ** (width(self._s) - 1), self.parsed(m), m.dtype)
-            dither_into(m.body[4:], self._s, self.natural, table, out, weight, add)
+            top = dither_into(m.body[4:], self._s, self.natural, table, out, weight, add)
+            if m.unchecked:
+                self._check_levels(m, top)
+                object.__setattr__(m, "unchecked", False)
         else:
             norm, pos, negative, levels = self.parsed(m)
             scatter_into(pos, negative, levels, self._s, self._step(norm, work), out, weight, add)

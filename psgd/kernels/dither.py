@@ -407,11 +407,13 @@ def _value(code, bias, natural, scale):
 
 @cpu
 def dither_into_kernel(codes, w, s, natural, scale, out, weight, add):
-    """out_i = +-value(level_i), or out_i += weight times it with ``add``."""
+    """out_i = +-value(level_i), or out_i += weight times it with ``add``; returns the largest level
+    (one vector max per 16 codes: the receiver's check of the levels, without a pass of its own)."""
     d = out.size
     buf = np.empty(CHUNK, dtype=np.uint8)
     words = buf.view(np.uint64)
     bias = np.int32(127 - s)
+    top = np.uint8(0)
     for c in range(0, d, CHUNK):
         n = min(CHUNK, d - c)
         _unpack(codes, w, c, n, words)
@@ -419,9 +421,12 @@ def dither_into_kernel(codes, w, s, natural, scale, out, weight, add):
         if add:
             for j in range(n):
                 block[j] += weight * _value(buf[j], bias, natural, scale)
+                top = max(top, buf[j])
         else:
             for j in range(n):
                 block[j] = _value(buf[j], bias, natural, scale)
+                top = max(top, buf[j])
+    return top >> 1
 
 
 def _like(t: torch.Tensor, value) -> np.generic:
@@ -446,10 +451,11 @@ def put_ref(values: torch.Tensor, out: torch.Tensor, weight: float, add: bool) -
 
 def dither_into(
     codes: torch.Tensor, s: int, natural: bool, table: torch.Tensor, out: torch.Tensor, weight: float, add: bool
-) -> None:
-    """out = C(x) (add False) or out += weight C(x) (add True) from fixed-length codes whose levels
-    are at most s; table[j] the value of level j for j < 2^(w-1), in the work dtype: level * (norm / s),
-    or 2^(j - s) norm for j > 0 with ``natural``."""
+) -> int | None:
+    """out = C(x) (add False) or out += weight C(x) (add True) from fixed-length codes; table[j] the
+    value of level j for j < 2^(w-1), in the work dtype: level * (norm / s), or 2^(j - s) norm for
+    j > 0 with ``natural``. Returns the largest level read (a receiver refuses one above s), None
+    on the CUDA path (max_level tells)."""
     d = out.numel()
     fast = width(s) <= MAX_WIDTH and out.dtype == table.dtype == torch.float32 and out.is_contiguous()
     if fast and gpu.available(out):
@@ -460,13 +466,14 @@ def dither_into(
     def compiled():
         scale = table[s if natural else 1]  # the value of level s (the norm) or of level 1 (norm / s)
         args = np_view(codes), width(s), s, natural, _like(out, scale), np_view(out), _like(out, weight)
-        dither_into_kernel(*args, add)
+        return int(dither_into_kernel(*args, add))
 
     def reference():
         c = unpack_uint(codes, d, width(s))
         put_ref(_signed_ref(c >> 1, (c & 1).bool(), table, out.dtype), out, weight, add)
+        return int((c >> 1).max())
 
-    run(dither_into_kernel, (codes, out), compiled, reference) if fast else reference()
+    return run(dither_into_kernel, (codes, out), compiled, reference) if fast else reference()
 
 
 @cpu
