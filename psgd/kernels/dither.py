@@ -146,7 +146,7 @@ def _compiled(x: torch.Tensor, inv: torch.Tensor, s: int, top: int) -> bool:
 def _uniform_codes(x, inv, s, k0, k1, start, out):
     """out[j] = level << 1 | (x_j < 0) of uniform dithering for the chunk of x starting at coordinate
     start (see _chunk_key). Levels stay at most s uncapped: s y = s has no fraction. (r < f 2^24 for
-    u < f, both exact: about 40 AVX-512 instructions for 16 coordinates.)"""
+    u < f, both exact: 30 AVX-512 instructions for 16 coordinates.)"""
     sf = np.float32(s)
     kc = _chunk_key(k0, start)
     for j in range(np.int32(x.size)):
@@ -196,7 +196,8 @@ def _natural_bytes(x, inv, s, k0, k1, start, out):
     """out[j] = level << 1 | (x_j < 0) of natural dithering for s < 128, the draw a carry as in
     _uniform_bytes: below 2^(1-s), level (ceil(y 2^(s-1) 2^24) + 2^24 - 1 - r) >> 24 (both scalings
     exact); from 2^(1-s) (normal), with y = 2^(e-127)(1 + m 2^-23), level e - 127 + s + (r < 2m) =
-    ((y's bits << 1) + (s - 127) 2^24 + 2^24 - 1 - r) >> 24 (mod 2^32). y = 1 has m = 0: no level above s."""
+    ((y's bits << 1) + (s - 127) 2^24 + 2^24 - 1 - r) >> 24 (mod 2^32). y = 1 has m = 0: no level above s.
+    27 AVX-512 instructions for 16 coordinates."""
     first = np.float32(2.0 ** (1 - s))
     below = np.float32(2.0 ** (s - 1))
     bias = np.uint32(np.int64(s - 127) & np.int64(0xFF)) << np.uint32(24)
