@@ -113,7 +113,8 @@ class SparseDither(Compressor):
         d = x.numel()
         k0, k1 = rng.split(key)
         inv = np.float32(1 / float(gamma) if float(gamma) > 0 else 0)
-        words = kc.new_words(ks.GAMMA_BITS + 64 + int(d * (0.5 / math.sqrt(self.nu) + 1)))  # sum k_i <= sum z_i + 1
+        # the whole message's room: sum k_i <= sum (z_i + 1) <= d (1/(2 sqrt(nu)) + 1), d signs, 2 rANS words a symbol
+        words = kc.new_words(ks.GAMMA_BITS + 64 + int(d * (0.5 / math.sqrt(self.nu) + 1)) + 3 * d + 256)
         nonzero, signs = np.empty(d // 64 + 2, np.uint64), np.empty(d // 64 + 2, np.uint64)
         b = ks.BLOCK  # a block's k_i as int32 and as bytes, x_i < 0, the unary strings of its eights and their lengths
         block = (np.empty(b, np.int32), np.empty(b // 8 + 8, np.uint64), np.empty(b, np.uint8))
@@ -126,11 +127,13 @@ class SparseDither(Compressor):
         check_fits("gamma max k_i", float(kmax) * float(gamma), x.dtype)  # the largest decoded |C(x)_i|
         n0 = d - nnz
         words[0] |= np.uint64(n0) << np.uint64(GAMMA_BITS)
-        stream, tail = support_stream(nonzero.view(np.uint16), n0, d)
-        packed = np.zeros(-(-stream.size // 4) + 1, np.uint64)
-        packed.view(np.uint16)[: stream.size] = stream
-        ntail = d % 16 if 0 < n0 < d else 0
-        words, nbits = ks.append_parts(words, nbits, signs, nnz, packed, 16 * stream.size, tail, ntail)
+        flags = nonzero.view(np.uint16)
+        if 0 < n0 < d:
+            out, first = rans.encode_words(flags[: d // 16], n0, d)
+            support = (out, 16 * first, 64 * (out.size - 1) - 16 * first, int(flags[d // 16]) & ((1 << (d % 16)) - 1))
+        else:
+            support = (signs, 0, 0, 0)
+        words, nbits = ks.append_parts(words, nbits, signs, nnz, *support, d % 16 if 0 < n0 < d else 0)
         return (nbits,), torch.from_numpy(words.view(np.uint8)[: -(-nbits // 8)])
 
     def _encode_reference(self, x, gamma, key):

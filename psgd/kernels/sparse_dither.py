@@ -27,7 +27,6 @@ from psgd.kernels.codes import (
     RANGE,
     UNARY_END,
     _after_ones,
-    _append,
     _bits_at,
     _close,
     _mask,
@@ -311,15 +310,29 @@ def sparse_dither_encode(x, inv, random, k0, k1, k_cap, head, buf, nonzero, sign
     return buf, _close(buf, uj, uacc, ufill), kmax, nnz
 
 
+@device_fn
+def _copy_bits(buf, at, src, first, n):
+    """buf's bits from at = the n bits of src from bit first, buf's bits below at kept (buf has
+    room for whole words; src a word past the last it reads). A word at a time by one funnel
+    shift (_bits_at) of two source words, no branch: the loop vectorises."""
+    j, s = at >> 6, at & 63
+    buf[j] = (buf[j] & _mask(s)) | (_bits_at(src[first >> 6], src[(first >> 6) + 1], first & 63, 64) << np.uint64(s))
+    p = first + 64 - s  # the source bit of buf[j + 1]'s bit 0
+    lo, sp = p >> 6, np.uint64(p & 63)
+    for w in range((s + n - 1) >> 6):
+        buf[j + 1 + w] = _bits_at(src[lo + w], src[lo + w + 1], sp, 64)
+
+
 @cpu
-def append_parts(buf, nbits, signs, nsigns, support, nsupport, tail, ntail):
-    """Append the first nsigns bits of the word stream signs, the first nsupport of support, then
-    the ntail < 64 bits of tail."""
+def append_parts(buf, nbits, signs, nsigns, support, first, nsupport, tail, ntail):
+    """Append the first nsigns bits of the word stream signs, the nsupport bits of support from
+    its bit first, then the ntail < 64 bits of tail: (buf, nbits)."""
     buf = _room(buf, (nbits + nsigns + nsupport + ntail) // 64 + 2)
-    j, acc, fill = nbits >> 6, buf[nbits >> 6] & _mask(nbits & 63), nbits & 63
-    j, acc, fill = _append(buf, j, acc, fill, signs, nsigns)
-    j, acc, fill = _append(buf, j, acc, fill, support, nsupport)
-    acc, fill, word, full = _push(acc, fill, np.uint64(tail), ntail)
+    _copy_bits(buf, nbits, signs, 0, nsigns)
+    _copy_bits(buf, nbits + nsigns, support, first, nsupport)
+    end = nbits + nsigns + nsupport
+    j, fill = end >> 6, end & 63
+    acc, fill, word, full = _push(buf[j] & _mask(fill), fill, np.uint64(tail), ntail)
     if full:
         buf[j] = word
         j += 1
