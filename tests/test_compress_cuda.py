@@ -5,7 +5,7 @@ accumulates on a CPU server exactly as a CPU message does."""
 import pytest
 import torch
 from compress_specs import SPECS, resolve
-from test_pinned_messages import D, digest, pinned_input, pins
+from test_pinned_messages import STOCHASTIC, D, digest, normal_input, normal_key, pinned_input, pins
 
 from psgd.compress import make
 
@@ -16,6 +16,13 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 @pytest.mark.parametrize("spec", SPECS)
 def test_cuda_message_is_the_pinned_cpu_message(spec):
     assert digest(spec, "cuda") == pins()[spec]
+
+
+@cuda
+@pytest.mark.parametrize("spec", STOCHASTIC)
+def test_cuda_draws_are_the_pinned_cpu_draws(spec):
+    """On an input where every level is drawn: the Triton generator gives the CPU's draws."""
+    assert digest(spec, "cuda", x=normal_input()) == pins()[normal_key(spec)]
 
 
 @cuda
