@@ -318,9 +318,16 @@ def _copy_bits(buf, at, src, first, n):
     j, s = at >> 6, at & 63
     buf[j] = (buf[j] & _mask(s)) | (_bits_at(src[first >> 6], src[(first >> 6) + 1], first & 63, 64) << np.uint64(s))
     p = first + 64 - s  # the source bit of buf[j + 1]'s bit 0
-    lo, sp = p >> 6, np.uint64(p & 63)
-    for w in range((s + n - 1) >> 6):
-        buf[j + 1 + w] = _bits_at(src[lo + w], src[lo + w + 1], sp, 64)
+    m = max((s + n - 1) >> 6, 0)
+    _funnel(buf[j + 1 : j + 1 + m], src[p >> 6 : (p >> 6) + m + 1], np.uint64(p & 63))
+
+
+@device_fn
+def _funnel(out, src, s):
+    """out[w] = the 64 bits of src from bit 64 w + s. Over slices (indices known >= 0: no
+    wraparound code, so the loop vectorises)."""
+    for w in range(out.size):
+        out[w] = _bits_at(src[w], src[w + 1], s, 64)
 
 
 @cpu
