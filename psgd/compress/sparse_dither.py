@@ -116,7 +116,7 @@ class SparseDither(Compressor):
         # the whole message's room: sum k_i <= sum (z_i + 1) <= d (1/(2 sqrt(nu)) + 1), d signs, 2 rANS words a symbol
         words = kc.new_words(ks.GAMMA_BITS + 64 + int(d * (0.5 / math.sqrt(self.nu) + 1)) + 3 * d + 256)
         nonzero, signs = np.empty(d // 64 + 2, np.uint64), np.empty(d // 64 + 2, np.uint64)
-        b = ks.BLOCK  # a block's k_i as int32 and as bytes, x_i < 0, the unary strings of its eights and their lengths
+        b = ks.BLOCK  # a block's k_i as int32 (large k_i only) and bytes, x_i < 0, its eights' unary strings, lengths
         block = (np.empty(b, np.int32), np.empty(b // 8 + 8, np.uint64), np.empty(b, np.uint8))
         block += (np.empty(b // 8, np.uint64), np.empty(b // 8, np.uint64))
         head = (int(gamma.reshape(1).view(torch.int32)), ks.header_bits(d))

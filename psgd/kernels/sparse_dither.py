@@ -265,9 +265,10 @@ def sparse_dither_encode(x, inv, random, k0, k1, k_cap, head, buf, nonzero, sign
     the n0 field (head: (gamma's bits, header_bits(d)); n0 left zero), the support into the
     bitmap nonzero (d / 64 + 1 words), the sign bits of the non-zeros into signs (as many
     words). Returns (buf, nbits, max k_i, number of non-zeros), or nbits = -1 when a k_i is above
-    k_cap. Blocks of ks.size (a multiple of 64) coordinates: k_i and x_i < 0 (vectorised), the
-    unary codes (as strings of eight, joined up to 64 bits, where the block's k_i are at most 7),
-    then 64 at a time the bitmap word (vector compare) and the compacted signs (vector compress).
+    k_cap. Blocks of ks.size (a multiple of 64) coordinates: k_i as bytes and x_i < 0 (_levels,
+    vectorised; the k_i again as int32 in ks where the block reaches LIMIT), the unary codes (as
+    strings of eight, joined up to 64 bits, where the block's k_i are at most 7), then 64 at a
+    time the bitmap word (vector compare) and the compacted signs (vector compress).
     small, codes, lengths: ks.size / 8 uint64 (small with 8 more); neg: ks.size bytes."""
     d = x.size
     uj, uacc, ufill = 0, np.uint64(head[0]), head[1]  # header_bits(d) <= 63: the unary codes start in word 0
