@@ -25,14 +25,14 @@ D, N = 1000, 4
 SPECS = ["identity", "scaled_sign", "natural", "qsgd:s=16", "topk:ratio=0.05", "randk:ratio=0.1", "fp16"]
 
 
-def messages(spec: str, shared: bool, check_finite: bool = True) -> list:
+def messages(spec: str, shared: bool, check_body: bool = True) -> list:
     """N workers' messages; with shared, rand-k draws every worker's indices from one seed;
-    check_finite=False parses as the server does."""
+    check_body=False parses as the server does."""
     c = make(spec)
     xs = [torch.randn(D, generator=torch.Generator().manual_seed(10 + w)) for w in range(N)]
     gens = [torch.Generator().manual_seed(0 if shared else w) for w in range(N)]
     raw = [c.encode(x, g).to_bytes() for x, g in zip(xs, gens, strict=True)]
-    return [c.from_bytes(bytearray(b), d=D, check_finite=check_finite) for b in raw]
+    return [c.from_bytes(bytearray(b), d=D, check_body=check_body) for b in raw]
 
 
 def aggregate(spec: str, ms: list, order, sums: bool = False) -> torch.Tensor:
@@ -44,11 +44,11 @@ def aggregate(spec: str, ms: list, order, sums: bool = False) -> torch.Tensor:
     return first.clone(), second.clone()
 
 
-@pytest.mark.parametrize("check_finite", [True, False])
+@pytest.mark.parametrize("check_body", [True, False])
 @pytest.mark.parametrize("shared", [False, True])
 @pytest.mark.parametrize("spec", SPECS)
-def test_any_arrival_order_gives_the_rank_order_mean_bit_for_bit(spec, shared, check_finite):
-    c, ms = make(spec), messages(spec, shared, check_finite)
+def test_any_arrival_order_gives_the_rank_order_mean_bit_for_bit(spec, shared, check_body):
+    c, ms = make(spec), messages(spec, shared, check_body)
     want = mean([c.decode(m) for m in messages(spec, shared)])
     want2 = mean([c.decode(ms[(w + 1) % N]) for w in range(N)])
     for order in itertools.permutations(range(N)):
@@ -106,7 +106,7 @@ def test_reading_before_every_worker_is_in_is_refused():
 @pytest.mark.parametrize("sender", [1, 3])  # the first (copied into the sum) or a later one (added)
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_a_non_finite_uplink_is_refused_naming_its_sender_in_any_arrival_order(bad, sender):
-    """The server leaves identity's finiteness check to the add (frames.parse(check_finite=False)):
+    """The server leaves identity's finiteness check to the add (frames.parse(check_body=False)):
     the error is the one the checking parse gives, naming the sender, whichever frame lands last."""
     c = make("identity")
     frames = []
@@ -125,5 +125,5 @@ def test_a_non_finite_uplink_is_refused_naming_its_sender_in_any_arrival_order(b
         with pytest.raises(FrameError) as added:
             for w in order:
                 frame = decode_frame(frames[w - 1], sender=w, round=5)
-                agg.add(w, parse(frame, [c], "cpu", D, torch.float32, check_finite=False)[0])
+                agg.add(w, parse(frame, [c], "cpu", D, torch.float32, check_body=False)[0])
         assert str(added.value) == str(checked.value), order

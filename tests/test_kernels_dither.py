@@ -191,7 +191,7 @@ def test_cuda_path_takes_the_triton_kernels(monkeypatch):
 @pytest.mark.parametrize("spec", ["qsgd:s=16", "natural_dither:s=8", "qsgd:p=inf,s=5"])
 def test_level_above_s_refused_on_both_paths(monkeypatch, spec, i):
     """A code of level 2^(w-1) - 1 > s is refused by the checking parse, and, where the parse leaves
-    the check to the pass that reads the codes (check_finite=False, as the server parses), by each
+    the check to the pass that reads the codes (check_body=False, as the server parses), by each
     decode and add, with the same FrameError."""
     c = make(spec)
     d = 9001
@@ -207,11 +207,11 @@ def test_level_above_s_refused_on_both_paths(monkeypatch, spec, i):
             c.from_bytes(bytes(raw))
         assert "level above s" in str(checked.value)
         for consume in (c.decode, lambda m: c.decode_into(m, torch.empty(d)), lambda m: c.accumulate(m, torch.ones(d))):
-            m = c.from_bytes(bytes(raw), check_finite=False)
+            m = c.from_bytes(bytes(raw), check_body=False)
             with pytest.raises(FrameError) as deferred:
                 consume(m)
             assert str(deferred.value) == str(checked.value)
-        m = c.from_bytes(bytes(raw[:body] + c.encode(torch.randn(d)).to_bytes()[body:]), check_finite=False)
+        m = c.from_bytes(bytes(raw[:body] + c.encode(torch.randn(d)).to_bytes()[body:]), check_body=False)
         assert m.unchecked
         c.accumulate(m, torch.zeros(d))
         assert not m.unchecked  # checked by the add: a second decode does not check again

@@ -6,7 +6,7 @@ by default. The uplink frames are built once by n workers and kept in bytearrays
 transport delivers them. Each round then times:
 
   server    parse        decode_frame + from_bytes of every uplink part (n frames), as the server
-                         parses: identity's finiteness check left to the add that reads the values
+                         parses: identity's and dithering's value checks left to the add that reads them
             accumulate   Aggregator.add in rank order, then the means or, for a rule that divides
                          them itself, the sums (Aggregator.read, as the runtime does)
             step         the method's server rule on the means (global error, downlink encode,
@@ -115,7 +115,7 @@ def bench_spec(spec: str, d: int, n: int, repeat: int, device: torch.device) -> 
         parsed = []
         for w, data in enumerate(frames, start=1):
             frame = decode_frame(data, sender=w, round=0)
-            parsed.append(parse(frame, codecs, device, d, torch.float32, check_finite=False)[0])
+            parsed.append(parse(frame, codecs, device, d, torch.float32, check_body=False)[0])
         lap("parse")
         aggregate.start(codecs, 0)
         for w, messages in enumerate(parsed, start=1):

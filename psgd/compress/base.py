@@ -37,9 +37,10 @@ class Message:
 
     ``parsed`` holds what a codec read out of the body once (by ``from_bytes`` when it validated
     the body, or by the encoder when it had the parts at hand): ``decode`` and ``accumulate``
-    use it instead of parsing again. It never crosses the wire. ``unchecked``: the body's values
-    are not yet known finite (``from_bytes(check_finite=False)``): the codec's pass that consumes
-    them checks them and raises FrameError.
+    use it instead of parsing again. It never crosses the wire. ``unchecked``: a check of the body's
+    values (identity's finiteness, dithering's levels <= s) is still to be made
+    (``from_bytes(check_body=False)``): the codec's pass that consumes them makes it and raises
+    FrameError.
     """
 
     codec: str
@@ -159,9 +160,10 @@ class Compressor(ABC):
     # float64 norm, natural's max |x_i|, identity's copy) with require_finite_input: encode skips
     # check_input's pass
     finite_by_own_pass: ClassVar[bool] = False
-    # True where the parse's finiteness check is a read of the body of its own that the copy or
-    # add consuming the values can make instead (identity): from_bytes(check_finite=False) skips it
-    defers_finite_check: ClassVar[bool] = False
+    # True where the parse's check of the body's values is a read of its own that the decode or
+    # add consuming them can make instead (identity's finiteness, dithering's levels <= s):
+    # from_bytes(check_body=False) leaves it to them
+    defers_body_check: ClassVar[bool] = False
 
     @property
     def spec(self) -> str:
@@ -254,15 +256,15 @@ class Compressor(ABC):
         device: str | torch.device = "cpu",
         d: int | None = None,
         dtype: torch.dtype | None = None,
-        check_finite: bool = True,
+        check_body: bool = True,
     ) -> Message:
         """Parse and validate bytes produced by ``to_bytes``; malformed bytes raise FrameError, never
         another exception. ``d`` and ``dtype``, when given, are the size and dtype the receiver
         expects: a message of another size or dtype is refused before its body is read (without
         ``d``, a dimension above MAX_D is). Every size is checked against the body's length before
         anything is allocated, and a body that would decode to a non-finite value is refused.
-        The body is read in place where ``data`` is writable. ``check_finite=False`` leaves the
-        finiteness check of a codec that ``defers_finite_check`` to the decode or accumulate that
+        The body is read in place where ``data`` is writable. ``check_body=False`` leaves the
+        value check of a codec that ``defers_body_check`` to the decode or accumulate that
         consumes the message (a receiver that sums messages as they land: runtime/aggregate.py),
         which then raises the FrameError."""
         unpacker = msgpack.Unpacker(max_buffer_size=MAX_MESSAGE_HEADER * 2, raw=False)
@@ -299,7 +301,7 @@ class Compressor(ABC):
         if nbytes != expected:
             raise FrameError(f"{self.name}: body has {nbytes} bytes, header implies {expected}")
         body = body_tensor(data, offset, expected).to(device, non_blocking=True)
-        unchecked = self.defers_finite_check and not check_finite
+        unchecked = self.defers_body_check and not check_body
         m = Message(codec, d, DTYPE_OF_CODE[dtype_code], tuple(meta), body, unchecked=unchecked)
         object.__setattr__(m, "parsed", self._parse(m))
         return m

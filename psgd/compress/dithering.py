@@ -106,7 +106,7 @@ class _Dithering(Compressor):
     finite_by_own_pass = True  # the float64 norm is NaN or Inf when x holds one
     # the parse's read of its own is the level check (a level above s decodes beyond the norm, to
     # Inf where 2^(level - s) or level / s is large enough): the decode or add reads the levels anyway
-    defers_finite_check = True
+    defers_body_check = True
 
     @property
     def _p(self) -> float:

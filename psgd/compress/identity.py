@@ -33,7 +33,7 @@ class Identity(Compressor):
     wire_bits = "32d"
 
     finite_by_own_pass = True  # the copy into the body checks finiteness (one pass over x)
-    defers_finite_check = True  # and the server's copy or add of a body checks it (one pass over it)
+    defers_body_check = True  # and the server's copy or add of a body checks it (one pass over it)
 
     def _encode(self, x, generator):
         if x.dtype == torch.float32 and x.is_contiguous():

@@ -9,8 +9,8 @@ and the mean s / n (each float divided once) a method's server rule reads. A rul
 the sum itself (``Method.reads_sums``) divides in its own first pass over it: e + s / n, the same
 floats as e + (s / n), without a pass of its own for the division.
 
-A message that fails as it is added (identity's values are checked finite by the copy or add that
-reads them: frames.parse(check_finite=False)) is reported as its sender's malformed frame, whenever
+A message that fails as it is added (identity's finiteness and dithering's levels are checked by
+the copy or add that reads them: frames.parse(check_body=False)) is reported as its sender's malformed frame, whenever
 it is added: FrameError, before any server rule reads the aggregate.
 
 Messages with one support (rand-k from a seed every worker shares: ``Compressor.support``) add

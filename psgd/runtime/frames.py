@@ -51,18 +51,16 @@ def parse(
     device: torch.device,
     d: int,
     dtype: torch.dtype,
-    check_finite: bool = True,
+    check_body: bool = True,
 ) -> tuple[list[Message], int]:
     """The frame's parts as messages of dimension d and the job's dtype (any other is refused before
     its body is read), each validated and parsed once (bodies read in place where the frame's buffer
-    allows), and the frame's body byte count. ``check_finite=False``: codecs that can leave their
-    finiteness check to the pass consuming the message do (Compressor.from_bytes)."""
+    allows), and the frame's body byte count. ``check_body=False``: codecs that can leave their
+    check of the body's values to the pass consuming the message do (Compressor.from_bytes)."""
     if len(frame.parts) != len(codecs):
         raise FrameError(f"{where(frame.sender, frame.round)}: {len(frame.parts)} parts, expected {len(codecs)}")
     messages = [
-        guarded(
-            frame.sender, frame.round, codec, lambda c=codec, p=part: c.from_bytes(p, device, d, dtype, check_finite)
-        )
+        guarded(frame.sender, frame.round, codec, lambda c=codec, p=part: c.from_bytes(p, device, d, dtype, check_body))
         for part, codec in zip(frame.parts, codecs, strict=True)
     ]
     return messages, sum(m.body_len for m in messages)

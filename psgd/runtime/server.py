@@ -214,8 +214,8 @@ class ServerNode:
                 if frame.kind == Kind.ERROR:
                     raise PsgdError(f"worker {w} failed in round {frame.round}: {frame.info[0] if frame.info else '?'}")
                 check_uplink(frame, w, t)
-                # finiteness of identity's values is checked by the add that reads them (aggregate.py)
-                messages, body = parse(frame, codecs, self.device, self.task.dim, aggregate.dtype, check_finite=False)
+                # identity's finiteness and dithering's levels are checked by the add that reads them (aggregate.py)
+                messages, body = parse(frame, codecs, self.device, self.task.dim, aggregate.dtype, check_body=False)
                 self.ledger.received(w, len(data), len(data) - body)
                 counted = True
                 if frame.info[4] != sent:
