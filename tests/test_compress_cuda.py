@@ -2,12 +2,16 @@
 every codec's CUDA message is byte-identical to the pinned CPU message, and it decodes and
 accumulates on a CPU server exactly as a CPU message does."""
 
+import re
+
 import pytest
 import torch
 from compress_specs import SPECS, resolve
+from test_deferred_checks import MALFORMED, ROUND, frames, round_reads, summed
 from test_pinned_messages import STOCHASTIC, D, digest, normal_input, normal_key, pinned_input, pins
 
 from psgd.compress import make
+from psgd.errors import FrameError
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (CPU-only machine)")
 
@@ -40,3 +44,21 @@ def test_a_gpu_message_decodes_on_a_cpu_server_as_on_the_gpu(spec):
     c.accumulate(on_gpu, out_gpu, -0.5)
     c.accumulate(back, out_cpu, -0.5)
     assert torch.equal(out_gpu.cpu(), out_cpu)
+
+
+@cuda
+@pytest.mark.parametrize("spec", ["identity", "fp16", "natural", "qsgd:s=16"])
+def test_a_cuda_server_reads_the_device_once_per_round(monkeypatch, spec):
+    """The server's parse on CUDA defers its checks (compress.base.defer_on): one read per round
+    (every read counted, the kernels' too)."""
+    assert round_reads(monkeypatch, spec, "cuda") == 1
+
+
+@cuda
+@pytest.mark.parametrize("spec,dtype,corrupt,text", MALFORMED)
+def test_a_cuda_server_reports_a_malformed_message_as_the_checking_parse(spec, dtype, corrupt, text):
+    raw = frames(spec, dtype, (3, corrupt))
+    with pytest.raises(FrameError, match=f"^malformed frame from rank 3 in round {ROUND}: {re.escape(text)}$"):
+        summed(spec, dtype, raw, [4, 3, 2, 1], device="cuda")
+    valid = frames(spec, dtype)
+    assert torch.equal(summed(spec, dtype, valid, [4, 3, 2, 1], "cuda").cpu(), summed(spec, dtype, valid, [1, 2, 3, 4]))

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import msgpack
+import numpy as np
 import torch
 
 from psgd.errors import FrameError, NonFiniteError
@@ -31,6 +33,36 @@ SEED = "seed"  # in a meta layout: a 32-bit seed the decoder shares (not counted
 SENT = "sent"  # in a meta layout: a count or length that depends on x
 
 
+def defer_on(device: str | torch.device) -> bool:
+    """Whether a receiver on device records its checks of message bodies (Deferred) for one read
+    per round instead of reading each: on CUDA a read stalls the copy and compute queue once per
+    message; on the CPU a check is a cheap pass fused into the one that consumes the values."""
+    return torch.device(device).type == "cuda"
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """A check of a message's values computed on its device, not yet read: ``bad`` a 0-dim bool
+    tensor, ``text()`` the FrameError's text when it holds (called only then: it may read the device)."""
+
+    bad: torch.Tensor
+    text: Callable[[], str]
+
+    def verify(self) -> None:
+        """FrameError if the check failed (one read of ``bad``)."""
+        if bool(self.bad):
+            raise FrameError(self.text())
+
+
+def require(deferred: list | None, bad: torch.Tensor, text: Callable[[], str]) -> None:
+    """FrameError(text()) if bad holds: read now, or recorded unread in ``deferred`` (Message.deferred)."""
+    check = Deferred(bad, text)
+    if deferred is None:
+        check.verify()
+    else:
+        deferred.append(check)
+
+
 @dataclass(frozen=True, eq=False)
 class Message:
     """One compressed vector: header fields plus a packed uint8 body.
@@ -40,7 +72,10 @@ class Message:
     use it instead of parsing again. It never crosses the wire. ``unchecked``: a check of the body's
     values (identity's finiteness, dithering's levels <= s) is still to be made
     (``from_bytes(check_body=False)``): the codec's pass that consumes them makes it and raises
-    FrameError.
+    FrameError. ``deferred``: where the parse defers (``defer_on`` the body's device, check_body=False),
+    the list its checks of the body's values go to (Deferred), for the receiver to read all of a
+    round's at once (runtime/aggregate.py); None: they raise as they are made. ``host``: the body's
+    bytes as received (a host tensor), while the parse reads its scalars (norms, scales) from them.
     """
 
     codec: str
@@ -50,6 +85,8 @@ class Message:
     body: torch.Tensor
     parsed: Any = field(default=None, repr=False)
     unchecked: bool = field(default=False, repr=False)
+    deferred: list | None = field(default=None, repr=False)
+    host: torch.Tensor | None = field(default=None, repr=False)
 
     def header(self) -> bytes:
         return msgpack.packb([self.codec, self.d, DTYPES[self.dtype], *self.meta])
@@ -110,11 +147,13 @@ def narrowest(dtype: torch.dtype) -> str:
     return "fp32" if largest(dtype) == FP32_MAX else str(dtype).removeprefix("torch.")
 
 
-def require_fits(name: str, values: torch.Tensor, what: str, dtype: torch.dtype) -> None:
+def require_fits(name: str, values: torch.Tensor, what: str, dtype: torch.dtype, deferred: list | None = None) -> None:
     """FrameError unless every received value is finite and stays finite decoded to dtype: the
-    values' extremes (one read) within ``largest(dtype)``."""
-    if values.numel() and not float(magnitude(values)) <= largest(dtype):
-        raise FrameError(f"{name}: non-finite {what} (in {narrowest(dtype)})")
+    values' extremes (one read) within ``largest(dtype)``; recorded in ``deferred`` where given."""
+    if values.numel():
+        text = f"{name}: non-finite {what} (in {narrowest(dtype)})"
+        # compared in float64, as a Python float is: in the values' dtype the bound may round to Inf
+        require(deferred, ~(magnitude(values).double() <= largest(dtype)), lambda: text)
 
 
 def magnitude(x: torch.Tensor) -> torch.Tensor:
@@ -123,10 +162,15 @@ def magnitude(x: torch.Tensor) -> torch.Tensor:
     return torch.maximum(-lo, hi)
 
 
-def require_finite(name: str, values: torch.Tensor, what: str) -> None:
+def require_finite(name: str, values: torch.Tensor, what: str, deferred: list | None = None) -> None:
     """FrameError unless every received value is finite. A finite sum in the values' own dtype
     proves it in one cheap read (3x faster than a float64 sum on the CPU); a sum that
-    overflows takes the exact element check."""
+    overflows takes the exact element check. With ``deferred``, the extremes' check (exact, one
+    read) is recorded there."""
+    if deferred is not None:
+        if values.numel():
+            require(deferred, ~torch.isfinite(magnitude(values)), lambda: f"{name}: non-finite {what}")
+        return
     if not values.numel() or bool(torch.isfinite(values.sum())):
         return
     if not bool(torch.isfinite(values).all()):
@@ -266,7 +310,8 @@ class Compressor(ABC):
         The body is read in place where ``data`` is writable. ``check_body=False`` leaves the
         value check of a codec that ``defers_body_check`` to the decode or accumulate that
         consumes the message (a receiver that sums messages as they land: runtime/aggregate.py),
-        which then raises the FrameError."""
+        which then raises the FrameError; on a device that defers (``defer_on``), every such check of
+        the codecs on the server's path is recorded in ``Message.deferred`` instead of read."""
         unpacker = msgpack.Unpacker(max_buffer_size=MAX_MESSAGE_HEADER * 2, raw=False)
         unpacker.feed(bytes(data[: MAX_MESSAGE_HEADER * 2]))
         try:
@@ -300,10 +345,15 @@ class Compressor(ABC):
             raise FrameError(f"{self.name}: bad header fields ({e})") from None
         if nbytes != expected:
             raise FrameError(f"{self.name}: body has {nbytes} bytes, header implies {expected}")
-        body = body_tensor(data, offset, expected).to(device, non_blocking=True)
-        unchecked = self.defers_body_check and not check_body
-        m = Message(codec, d, DTYPE_OF_CODE[dtype_code], tuple(meta), body, unchecked=unchecked)
+        host = body_tensor(data, offset, expected)
+        defer = not check_body and defer_on(device)
+        unchecked = self.defers_body_check and not check_body and not defer
+        m = Message(
+            codec, d, DTYPE_OF_CODE[dtype_code], tuple(meta), host.to(device, non_blocking=True),
+            unchecked=unchecked, deferred=[] if defer else None, host=host,
+        )  # fmt: skip
         object.__setattr__(m, "parsed", self._parse(m))
+        object.__setattr__(m, "host", None)  # the transport reuses that memory
         return m
 
     def min_bits(self, d: int) -> int:
@@ -418,6 +468,13 @@ def body_tensor(data, offset: int, n: int) -> torch.Tensor:
         view = memoryview(bytearray(view[offset : offset + n]))
         offset = 0
     return torch.frombuffer(view, dtype=torch.uint8, count=n, offset=offset)
+
+
+def head_floats(m: Message, n: int) -> np.ndarray:
+    """The n fp32 values the body starts with, read on the host: from the bytes as received (no
+    read of the device), else from the body."""
+    src = m.host if m.host is not None else m.body[: 4 * n].cpu()
+    return src[: 4 * n].numpy().view(np.float32).copy()  # aligned, and apart from memory the transport reuses
 
 
 def fp32_bytes(n: int) -> int:

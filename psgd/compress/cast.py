@@ -41,9 +41,9 @@ class _Cast(Compressor):
     def _parse(self, m: Message) -> torch.Tensor:
         """The narrow values (a view of the body), all finite in the message's dtype (bf16 beyond
         fp16's 65504 is not): min and max from one read (a sum in fp16 overflows, and the element
-        check writes d booleans)."""
+        check writes d booleans); recorded where m defers its checks."""
         values = m.body.view(self.target)
-        require_fits(self.name, values, "value", m.dtype)
+        require_fits(self.name, values, "value", m.dtype, m.deferred)
         return values
 
     def _decode(self, m: Message) -> torch.Tensor:

@@ -34,9 +34,11 @@ from psgd.compress.base import (
     Compressor,
     Message,
     check_fits,
+    head_floats,
     largest,
     narrowest,
     packed_bytes,
+    require,
     require_finite_input,
 )
 from psgd.compress.registry import register
@@ -55,6 +57,7 @@ from psgd.kernels.dither import (
 from psgd.kernels.dither import natural_levels as natural_levels  # the references topk_compose rounds with
 from psgd.kernels.dither import uniform_levels as uniform_levels
 from psgd.kernels.rng import draw_key
+from psgd.wire.bits import unpack_uint
 from psgd.wire.codes import BitReader, BitWriter
 
 INF = math.inf
@@ -159,12 +162,16 @@ class _Dithering(Compressor):
     def _parse(self, m: Message):
         """The fp32 norm (fixed-length codes are read where they are used, once their levels are
         checked), or (norm, positions, signs, levels) of the nonzero Elias-coded levels;
-        FrameError on contents no encoder writes."""
-        norm = m.body[:4].view(torch.float32)
-        if not 0 <= float(norm) <= largest(m.dtype):  # every |C(x)_i| <= norm: finite in m.dtype
-            raise FrameError(f"{self.name}: bad norm {float(norm)!r} (for {narrowest(m.dtype)})")
+        FrameError on contents no encoder writes. The norm is checked on the host, from the bytes
+        as received; where m defers its checks, the levels' is recorded (fixed-length codes)."""
+        norm, value = m.body[:4].view(torch.float32), float(head_floats(m, 1)[0])
+        if not 0 <= value <= largest(m.dtype):  # every |C(x)_i| <= norm: finite in m.dtype
+            raise FrameError(f"{self.name}: bad norm {value!r} (for {narrowest(m.dtype)})")
         if not self._elias:
-            if not m.unchecked:
+            if m.deferred is not None and self._level_can_exceed_s():
+                top = (unpack_uint(m.body[4:], m.d, width(self._s)) >> 1).max()
+                require(m.deferred, top > self._s, self._above_s)
+            elif not m.unchecked:
                 self._check_levels(m, None)
             return norm
         nnz, nbits = m.meta
@@ -184,10 +191,17 @@ class _Dithering(Compressor):
         """FrameError if a fixed-length code's level exceeds s (top: the largest, where a pass that
         read the codes tells; else read here). Such a level fits in the code only when s + 1 is
         not a power of two."""
-        if self._s + 1 == 2 ** (width(self._s) - 1):
+        if not self._level_can_exceed_s():
             return
         if (max_level(m.body[4:], m.d, self._s) if top is None else top) > self._s:
-            raise FrameError(f"{self.name}: level above s = {self._s}")
+            raise FrameError(self._above_s())
+
+    def _level_can_exceed_s(self) -> bool:
+        """Whether a fixed-length code can hold a level above s (s + 1 not a power of two)."""
+        return self._s + 1 != 2 ** (width(self._s) - 1)
+
+    def _above_s(self) -> str:
+        return f"{self.name}: level above s = {self._s}"
 
     def _into(self, m: Message, out: torch.Tensor, weight: float, add: bool) -> None:
         """out (+)= weight C(x) from the parsed message, out in m's dtype; the levels of an

@@ -47,25 +47,26 @@ class Identity(Compressor):
         return (), x.to(torch.float32, copy=True).view(torch.uint8).reshape(-1)
 
     def _parse(self, m: Message) -> torch.Tensor:
-        """The fp32 values: a view of the body, checked finite unless the message is ``unchecked``."""
+        """The fp32 values: a view of the body, checked finite unless the message is ``unchecked``
+        (or the check recorded, where it defers its checks)."""
         values = m.body.view(torch.float32)
         if not m.unchecked:
-            self._check(values, m.dtype)
+            self._check(values, m)
         return values
 
-    def _check(self, values: torch.Tensor, dtype: torch.dtype) -> None:
+    def _check(self, values: torch.Tensor, m: Message) -> None:
         """FrameError unless every value is finite: one sum (the extremes where the message's dtype
-        is narrower: fp16 holds no value above 65504)."""
-        if largest(dtype) < FP32_MAX:
-            require_fits(self.name, values, "value", dtype)
+        is narrower: fp16 holds no value above 65504), or the extremes recorded in m.deferred."""
+        if largest(m.dtype) < FP32_MAX:
+            require_fits(self.name, values, "value", m.dtype, m.deferred)
         else:
-            require_finite(self.name, values, "value")
+            require_finite(self.name, values, "value", m.deferred)
 
     def _checked(self, m: Message) -> torch.Tensor:
         """The parsed values, checked finite now if the parse left that to their consumer."""
         values = self.parsed(m)
         if m.unchecked:
-            self._check(values, m.dtype)
+            self._check(values, m)
             object.__setattr__(m, "unchecked", False)
         return values
 

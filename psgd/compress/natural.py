@@ -29,10 +29,11 @@ from psgd.compress.base import (
     largest,
     narrowest,
     packed_bytes,
+    require,
     require_finite_input,
 )
 from psgd.compress.registry import register
-from psgd.errors import FrameError, NonFiniteError
+from psgd.errors import NonFiniteError
 from psgd.kernels.natural import fields_ref, natural_encode, natural_into, values_ref
 from psgd.kernels.rng import draw_key
 
@@ -86,11 +87,11 @@ class _Natural(Compressor):
 
     def _parse(self, m: Message) -> torch.Tensor:
         """The body (exponent fields, then sign bits), once no field stands for a power of two
-        beyond m's dtype (255, Inf/NaN in fp32; above 2^15 for fp16)."""
+        beyond m's dtype (255, Inf/NaN in fp32; above 2^15 for fp16): one max, read now or recorded."""
         top = 127 + math.floor(math.log2(largest(m.dtype)))  # binary32 bias + the largest exponent
-        field = int(m.body[: m.d].max())
-        if field > top:
-            raise FrameError(f"{self.name}: exponent field {field} beyond {narrowest(m.dtype)}")
+        field = m.body[: m.d].max()
+        beyond = narrowest(m.dtype)
+        require(m.deferred, field > top, lambda: f"{self.name}: exponent field {int(field)} beyond {beyond}")
         return m.body
 
     def _decode(self, m: Message) -> torch.Tensor:

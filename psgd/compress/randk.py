@@ -93,7 +93,8 @@ class RandK(Scattered, Compressor):
 
     def _parse(self, m: Message) -> tuple[torch.Tensor, torch.Tensor]:
         """(C(x)_S, S): S from the seed, or the sent indices (ascending, within range(d)); C(x)_S
-        finite in the message's dtype (d/k times an fp32 value may overflow it)."""
+        finite in the message's dtype (d/k times an fp32 value may overflow it; the check recorded
+        where m defers its checks)."""
         k = m.meta[0]
         if self.shared_seed:
             sent = m.body.view(torch.float32)
@@ -101,7 +102,7 @@ class RandK(Scattered, Compressor):
         else:
             sent, idx = unpack_sparse(m.body, k, m.d, self.name)
         values = self._values(sent, m.dtype, m.d)
-        require_finite(self.name, values, "value")
+        require_finite(self.name, values, "value", m.deferred)
         return values, idx
 
     def meta_layout(self, d):

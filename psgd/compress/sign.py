@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import torch
 
-from psgd.compress.base import Compressor, Message, check_fits, packed_bytes, require_finite
+from psgd.compress.base import Compressor, Message, check_fits, head_floats, packed_bytes, require_finite
 from psgd.compress.registry import register
 from psgd.kernels.signs import pack_signs, sign_values
 
@@ -45,13 +45,13 @@ class SignBits(Compressor):
         return (), body
 
     def _parse(self, m: Message) -> tuple[torch.Tensor, torch.Tensor]:
-        """(one scale per block in the message's dtype, finite there; the sign bits)."""
+        """(one scale per block in the message's dtype, finite there: checked on the host, from the
+        bytes as received; the sign bits)."""
         nb = self._scale_count(m.d)
         if not nb:
             return torch.ones(1, dtype=m.dtype, device=m.body.device), m.body
-        scales = m.body[: 4 * nb].view(torch.float32).to(m.dtype)
-        require_finite(self.name, scales, "scale")
-        return scales, m.body[4 * nb :]
+        require_finite(self.name, torch.from_numpy(head_floats(m, nb)).to(m.dtype), "scale")
+        return m.body[: 4 * nb].view(torch.float32).to(m.dtype), m.body[4 * nb :]
 
     def _decode(self, m: Message) -> torch.Tensor:
         scales, bits = self.parsed(m)

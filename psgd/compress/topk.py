@@ -76,13 +76,14 @@ def sparse_bits(k: int, d: int) -> int:
 
 
 def validate_sparse(
-    name: str, body: torch.Tensor, k: int, d: int, dtype: torch.dtype
+    name: str, body: torch.Tensor, k: int, d: int, dtype: torch.dtype, deferred: list | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A sparse body's (values in dtype, indices): FrameError unless the values are finite in dtype
-    (one sum) and the indices name coordinates of x, strictly ascending (as every encoder sends them)."""
+    (one sum, or the check recorded in ``deferred``) and the indices name coordinates of x, strictly
+    ascending (as every encoder sends them)."""
     values, idx = unpack_sparse(body, k, d, name)
     values = values.to(dtype)
-    require_finite(name, values, "value")
+    require_finite(name, values, "value", deferred)
     return values, idx
 
 
@@ -107,7 +108,7 @@ class TopK(Scattered, Compressor):
         return (k,), pack_sparse(values, idx, d), (sent_values(values, x.dtype), idx)
 
     def _parse(self, m):
-        return validate_sparse(self.name, m.body, m.meta[0], m.d, m.dtype)
+        return validate_sparse(self.name, m.body, m.meta[0], m.d, m.dtype, m.deferred)
 
     def meta_layout(self, d):
         return (resolve_k(self.name, d, self.ratio, self.k),)

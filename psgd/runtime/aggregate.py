@@ -11,7 +11,10 @@ floats as e + (s / n), without a pass of its own for the division.
 
 A message that fails as it is added (identity's finiteness and dithering's levels are checked by
 the copy or add that reads them: frames.parse(check_body=False)) is reported as its sender's malformed frame, whenever
-it is added: FrameError, before any server rule reads the aggregate.
+it is added: FrameError, before any server rule reads the aggregate. On a device that defers its
+checks (``compress.base.defer_on``: CUDA), the parse records them as 0-dim flags on the device
+(``Message.deferred``) and ``read`` reads all of the round's in one sync: the same FrameError, naming
+the first sender in rank order whose message failed, without a host round trip per message.
 
 Messages with one support (rand-k from a seed every worker shares: ``Compressor.support``) add
 their k values first and are scattered once: the same floats, since every coordinate outside the
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from psgd.compress import Compressor, Message
+from psgd.compress.base import Deferred
 from psgd.runtime.frames import guarded
 
 
@@ -44,6 +48,7 @@ class Aggregator:
         self.codecs: list[Compressor] = []
         self.pending: list[Pending | None] = []
         self.waiting: dict[int, list[Message]] = {}
+        self.checks: list[tuple[int, int, Deferred]] = []  # (sender, part, check) in rank order
         self.next, self.round = 1, 0
 
     def start(self, codecs: list[Compressor], round: int) -> None:
@@ -51,6 +56,7 @@ class Aggregator:
         while len(self.buffers) < len(codecs):  # allocated once, reused every round
             self.buffers.append(torch.empty(self.d, dtype=self.dtype, device=self.device))
         self.codecs, self.pending, self.waiting, self.next = codecs, [None] * len(codecs), {}, 1
+        self.checks = []
         self.round = round
 
     def add(self, w: int, messages: list[Message]) -> None:
@@ -60,6 +66,7 @@ class Aggregator:
         while self.next in self.waiting:
             for j, m in enumerate(self.waiting.pop(self.next)):
                 guarded(self.next, self.round, self.codecs[j], lambda j=j, m=m: self._add(j, m))
+                self.checks.extend((self.next, j, c) for c in m.deferred or ())
             self.next += 1
 
     def _add(self, j: int, m: Message) -> None:
@@ -89,7 +96,16 @@ class Aggregator:
         are in. The buffers are reused next round: a server rule reads them, it does not keep them."""
         if self.next != self.n + 1:
             raise RuntimeError(f"aggregate read with {self.next - 1} of {self.n} workers in")
+        self._verify()
         for j in range(len(self.codecs)):
             self._flush(j)
         totals = self.buffers[: len(self.codecs)]
         return totals if sums else [b.div_(self.n) for b in totals]
+
+    def _verify(self) -> None:
+        """Read the round's deferred checks in one sync; FrameError naming the first sender whose
+        message failed (rank order, then part order: the one an immediate check reports)."""
+        checks, self.checks = self.checks, []
+        if checks and bool(torch.stack([c.bad for _, _, c in checks]).any()):
+            w, j, c = next((w, j, c) for w, j, c in checks if bool(c.bad))
+            guarded(w, self.round, self.codecs[j], c.verify)
