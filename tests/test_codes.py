@@ -7,7 +7,7 @@ import torch
 
 from psgd.errors import FrameError
 from psgd.wire.bits import segment_ids
-from psgd.wire.codes import BitReader, BitWriter, bit_length, pack_trits, trit_bits, unpack_trits
+from psgd.wire.codes import BitReader, BitWriter, bit_length
 
 
 def ints(n: int, high: int, seed: int = 0) -> torch.Tensor:
@@ -89,25 +89,3 @@ def test_malformed_streams():
         r.finish()
     with pytest.raises(FrameError, match="shorter than"):
         BitReader(body, 8 * body.numel() + 1, "t")
-
-
-@pytest.mark.parametrize("n", [1, 28, 29, 30, 1000])
-def test_trits_round_trip_at_46_bits_per_29(n):
-    t = ints(n, 3, n)
-    w = BitWriter("cpu")
-    pack_trits(w, t)
-    assert w.nbits == trit_bits(n) == 46 * math.ceil(n / 29)
-    assert w.nbits <= n * math.log2(3) * 1.001 + 46
-    r = BitReader(w.packed(), w.nbits, "t")
-    assert torch.equal(unpack_trits(r, n), t)
-
-
-def test_trits_padding_and_range_checked():
-    w = BitWriter("cpu")
-    w.uints(torch.tensor([3**29]), 46)
-    with pytest.raises(FrameError, match="base-3 group out of range"):
-        unpack_trits(BitReader(w.packed(), 46, "t"), 29)
-    w = BitWriter("cpu")
-    w.uints(torch.tensor([3**5]), 46)
-    with pytest.raises(FrameError, match="non-zero base-3 padding"):
-        unpack_trits(BitReader(w.packed(), 46, "t"), 5)

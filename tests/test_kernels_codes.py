@@ -5,7 +5,7 @@ import torch
 
 from psgd.compress import make
 from psgd.errors import FrameError
-from psgd.wire.codes import BitReader, BitWriter, join_bits, pack_trits, split_bits, unpack_trits
+from psgd.wire.codes import BitReader, BitWriter, join_bits, split_bits
 
 SIZES = [0, 1, 2, 7, 63, 64, 65, 1000, 4099]
 
@@ -81,24 +81,6 @@ def test_sections_compiled_equal_reference(n, seed, monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(read(body, w.nbits, parts), expected, strict=True))
 
 
-@pytest.mark.parametrize("n", [0, 1, 28, 29, 30, 58, 1000])
-@pytest.mark.parametrize("tight", [False, True])
-def test_trits_compiled_equal_reference(n, tight, monkeypatch):
-    t = ints(n, 3, n)
-    w = BitWriter("cpu")
-    w.uints(torch.tensor([5]), 3)  # not byte aligned
-    pack_trits(w, t, tight)
-    monkeypatch.setenv("PSGD_KERNELS", "reference")
-    ref = BitWriter("cpu")
-    ref.uints(torch.tensor([5]), 3)
-    pack_trits(ref, t, tight)
-    assert w.nbits == ref.nbits and torch.equal(w.packed(), ref.packed())
-    monkeypatch.delenv("PSGD_KERNELS")
-    r = BitReader(w.packed(), w.nbits, "t")
-    r.uints(1, 3)
-    assert torch.equal(unpack_trits(r, n, tight), t)
-
-
 @pytest.mark.parametrize("nbits", [[3, 0, 17], [5, 64, 9, 130], [8, 16, 3], [1]])
 def test_join_split_compiled_equal_reference(nbits, monkeypatch):
     parts = [torch.randint(0, 256, (-(-n // 8),), dtype=torch.uint8) for n in nbits]
@@ -134,18 +116,6 @@ def test_malformed_streams_raise_frame_errors(case, mode):
     body, n, op, message = malformed_cases()[case]
     with pytest.raises(FrameError, match=message):
         op(BitReader(body, n, "t"))
-
-
-@pytest.mark.parametrize("tight", [False, True])
-def test_trits_out_of_range(tight, mode):
-    w = BitWriter("cpu")
-    w.uints(torch.tensor([3**29, 0]), 46)
-    with pytest.raises(FrameError, match="base-3 group out of range"):
-        unpack_trits(BitReader(w.packed(), 92, "t"), 58, tight)
-    w = BitWriter("cpu")
-    w.uints(torch.tensor([3**5]), 46)
-    with pytest.raises(FrameError, match="non-zero base-3 padding"):
-        unpack_trits(BitReader(w.packed(), 46, "t"), 5)
 
 
 def inputs(d: int, seed: int) -> list[torch.Tensor]:

@@ -75,13 +75,11 @@ if numba is not None:
         return types.void(gaps, n, w), codegen
 
 
-OK, EARLY, UNARY_END, RANGE, TRIT_RANGE, TRIT_PAD, UNREAD = range(7)
+OK, EARLY, UNARY_END, RANGE, UNREAD = range(5)
 STATUS = {
     EARLY: "body ends early",
     UNARY_END: "body ends inside a unary code",
     RANGE: "code value out of range",
-    TRIT_RANGE: "base-3 group out of range",
-    TRIT_PAD: "non-zero base-3 padding",
 }
 UNARY, GAMMA, RICE = range(3)  # the codes read_codes and write_codes handle
 
@@ -266,26 +264,6 @@ def write_codes(buf, nbits, values, r, code, low):
 
 
 @cpu
-def write_trits(buf, nbits, trits, tight):
-    """Append base-3 digits 29 to a 46-bit integer; the last m < 29 in 46 bits, or with ``tight``
-    in ceil(m log2 3) bits."""
-    full, m = divmod(trits.size, 29)
-    buf = _room(buf, (nbits + 46 * (full + 1)) // 64 + 1)
-    j, acc, fill = _open(buf, nbits)
-    for k in range(full + (m > 0)):
-        size = 29 if k < full else m
-        g = np.int64(0)
-        for t in range(size):
-            g += np.int64(trits[29 * k + t]) * _POW3[t]
-        n = 46 if size == 29 or not tight else _GROUP_BITS[size]
-        acc, fill, word, full_word = _push(acc, fill, np.uint64(g), n)
-        if full_word:
-            buf[j] = word
-            j += 1
-    return buf, _close(buf, j, acc, fill)
-
-
-@cpu
 def write_packed(buf, nbits, src, n):
     """Append the first n bits of the packed bytes src."""
     buf = _room(buf, (nbits + n) // 64 + 1)
@@ -406,28 +384,3 @@ def read_packed(words, pos, out, n):
         v = _bits_at(words[p >> 6], words[(p >> 6) + 1], p & 63, min(64, n - 64 * k))
         for t in range(min(8, out.size - 8 * k)):
             out[8 * k + t] = np.uint8((v >> np.uint64(8 * t)) & np.uint64(255))
-
-
-@cpu
-def read_trits(words, pos, out, tight):
-    """Base-3 digits as write_trits packs them (the bits are there): status TRIT_RANGE for a group
-    >= 3^m, TRIT_PAD for a non-zero digit in a padded last group."""
-    full, m = divmod(out.size, 29)
-    for k in range(full + (m > 0)):
-        size = 29 if k < full else m
-        p = pos + 46 * k
-        g = np.int64(
-            _bits_at(words[p >> 6], words[(p >> 6) + 1], p & 63, 46 if size == 29 or not tight else _GROUP_BITS[size])
-        )
-        if g >= _POW3[size if tight else 29]:
-            return TRIT_RANGE
-        for t in range(size):
-            out[29 * k + t] = g % 3
-            g //= 3
-        if g:
-            return TRIT_PAD
-    return OK
-
-
-_POW3 = np.array([3**j for j in range(30)], dtype=np.int64)
-_GROUP_BITS = np.array([(3**m - 1).bit_length() for m in range(30)], dtype=np.int64)
