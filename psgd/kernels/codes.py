@@ -172,6 +172,22 @@ def _append(buf, j, acc, fill, src, nbits):
     return j, acc, fill
 
 
+@device_fn
+def _zeros_one(buf, j, acc, fill, q):
+    """Append q zeros and a one, a unary code, at bit fill of acc (buf has room): (j, acc, fill)."""
+    fill += q
+    while fill >= 64:
+        buf[j] = acc
+        j += 1
+        acc = _ZERO
+        fill -= 64
+    acc, fill, word, full = _push(acc, fill, _ONE, 1)
+    if full:
+        buf[j] = word
+        j += 1
+    return j, acc, fill
+
+
 @cpu
 def write_bits(buf, nbits, b):
     """Append the booleans b, one bit each."""
@@ -242,16 +258,7 @@ def write_codes(buf, nbits, values, r, code, low):
             need = j + (q >> 6) + 2
             if need > buf.size or lj + 2 > low.size:
                 break
-            fill += q  # q zeros
-            while fill >= 64:
-                buf[j] = acc
-                j += 1
-                acc = _ZERO
-                fill -= 64
-            acc, fill, word, full = _push(acc, fill, _ONE, 1)
-            if full:
-                buf[j] = word
-                j += 1
+            j, acc, fill = _zeros_one(buf, j, acc, fill, q)
             lacc, lfill, word, full = _push(lacc, lfill, v & _mask(w), w)
             if full:
                 low[lj] = word

@@ -32,6 +32,7 @@ from psgd.kernels.codes import (
     _mask,
     _push,
     _room,
+    _zeros_one,
     popcount,
     unary_gaps,
 )
@@ -190,16 +191,7 @@ def _unary_codes(ks, buf, j, acc, fill):
             acc |= np.uint64(k > 0) << np.uint64((end - 1) & 63)
             fill = end
         else:
-            fill += k - 1
-            while fill >= 64:
-                buf[j] = acc
-                j += 1
-                acc = _ZERO
-                fill -= 64
-            acc, fill, word, full = _push(acc, fill, _ONE, 1)
-            if full:
-                buf[j] = word
-                j += 1
+            j, acc, fill = _zeros_one(buf, j, acc, fill, k - 1)
     return j, acc, fill
 
 
