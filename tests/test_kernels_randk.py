@@ -14,6 +14,7 @@ from psgd.compress.randk import random_subset
 from psgd.compress.randomness import seed_key
 from psgd.errors import FrameError
 from psgd.kernels import randk
+from psgd.kernels.rng import hash_ref
 from psgd.wire import pack_uint
 
 pytestmark = pytest.mark.skipif(not kernels.enabled(), reason="compiled kernels unavailable")
@@ -69,8 +70,8 @@ def test_candidates_are_floor_of_the_53_bit_uniform_times_d():
     key, d = 0xDEADBEEF12345678, 11_173_962
     c = randk.candidates_ref(key, 5, 4, d, "cpu").tolist()
     for j, cj in zip(range(5, 9), c, strict=True):
-        hi = int(randk.hash_ref(key, torch.tensor(2 * j))) >> 5
-        lo = int(randk.hash_ref(key, torch.tensor(2 * j + 1))) >> 6
+        hi = int(hash_ref(key, torch.tensor(2 * j))) >> 5
+        lo = int(hash_ref(key, torch.tensor(2 * j + 1))) >> 6
         assert cj == math.floor(((hi << 26) + lo) * 2.0**-53 * d)
 
 

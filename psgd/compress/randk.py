@@ -10,12 +10,14 @@ EF21 code). With ``shared_seed=false`` the sorted indices are sent: k(32 + ceil(
 The values are x_S in fp32; the decoder applies d/k. The seed is drawn from the caller's
 generator, so workers given independent generators (``Context.rng``) draw independent sets
 either way. S is a counter-based draw keyed by the seed (``psgd.kernels.randk``), the same
-indices on every device, drawn once per message on the device that holds it; decode and
+indices on every device, drawn once per message on the device that holds it (the server's parse
+keeps the last few draws: a round's messages from one shared seed share one); decode and
 accumulate scatter C(x)_S (``psgd.compress.sparse.Scattered``).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -28,10 +30,19 @@ from psgd.compress.topk import check_ratio_k, check_sent, pack_sparse, resolve_k
 from psgd.kernels import randk
 from psgd.kernels.sparse import scatter
 
+PARTS = 8  # shared-seed draws kept: one per rand-k part of an uplink, up to this many
+
 
 def random_subset(d: int, k: int, seed: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """The uniformly random k-subset of range(d) that a shared seed stands for, ascending (int64)."""
     return randk.subset(seed_key(seed), d, k, device)
+
+
+@functools.lru_cache(maxsize=PARTS)
+def shared_subset(d: int, k: int, seed: int, device: torch.device) -> torch.Tensor:
+    """random_subset, drawn once for the messages of one round that share a seed (the server parses
+    n of them per part; on CUDA a draw reads the device once), not once per message. Read only."""
+    return random_subset(d, k, seed, device)
 
 
 @register
@@ -92,15 +103,15 @@ class RandK(Scattered, Compressor):
         scatter(out, self.parsed(m)[1], values, 1.0)
 
     def _parse(self, m: Message) -> tuple[torch.Tensor, torch.Tensor]:
-        """(C(x)_S, S): S from the seed, or the sent indices (ascending, within range(d)); C(x)_S
-        finite in the message's dtype (d/k times an fp32 value may overflow it; the check recorded
-        where m defers its checks)."""
+        """(C(x)_S, S): S from the seed (drawn once for a round's messages), or the sent indices
+        (ascending, within range(d)); C(x)_S finite in the message's dtype (d/k times an fp32 value
+        may overflow it). The checks are recorded where m defers them."""
         k = m.meta[0]
         if self.shared_seed:
             sent = m.body.view(torch.float32)
-            idx = random_subset(m.d, k, m.meta[1], m.body.device)
+            idx = shared_subset(m.d, k, m.meta[1], m.body.device)
         else:
-            sent, idx = unpack_sparse(m.body, k, m.d, self.name)
+            sent, idx = unpack_sparse(m.body, k, m.d, self.name, m.deferred)
         values = self._values(sent, m.dtype, m.d)
         require_finite(self.name, values, "value", m.deferred)
         return values, idx

@@ -8,12 +8,13 @@ Biased, deterministic; B1(k/d, 1), B2(k/d, 1), B3(d/k), contraction delta = k/d.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import torch
 
-from psgd.compress.base import Compressor, check_fits, require_finite
+from psgd.compress.base import Compressor, check_fits, require, require_finite
 from psgd.compress.registry import register
 from psgd.compress.sparse import Scattered, sent_values
 from psgd.kernels.sparse import pack, unpack_indices
@@ -60,11 +61,15 @@ def pack_sparse(values: torch.Tensor, idx: torch.Tensor, d: int) -> torch.Tensor
     return torch.cat(parts)
 
 
-def unpack_sparse(body: torch.Tensor, k: int, d: int, name: str = "sparse") -> tuple[torch.Tensor, torch.Tensor]:
-    """(fp32 values, indices) of a sparse body; FrameError unless the indices are ascending and < d."""
+def unpack_sparse(
+    body: torch.Tensor, k: int, d: int, name: str = "sparse", deferred: list | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fp32 values, indices) of a sparse body; FrameError unless the indices are ascending and < d
+    (where the indices are unpacked on the device, the check recorded in ``deferred`` if given)."""
     values = body[: 4 * k].view(torch.float32)
     if index_bits(d):
-        idx, _ = unpack_indices(name, body[4 * k :], k, index_bits(d), d)
+        defer = None if deferred is None else functools.partial(require, deferred)
+        idx, _ = unpack_indices(name, body[4 * k :], k, index_bits(d), d, defer=defer)
     else:
         idx = torch.zeros(k, dtype=torch.int64, device=body.device)
     return values, idx
@@ -79,9 +84,9 @@ def validate_sparse(
     name: str, body: torch.Tensor, k: int, d: int, dtype: torch.dtype, deferred: list | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A sparse body's (values in dtype, indices): FrameError unless the values are finite in dtype
-    (one sum, or the check recorded in ``deferred``) and the indices name coordinates of x, strictly
-    ascending (as every encoder sends them)."""
-    values, idx = unpack_sparse(body, k, d, name)
+    (one sum) and the indices name coordinates of x, strictly ascending (as every encoder sends
+    them); the checks recorded in ``deferred`` where given (Message.deferred)."""
+    values, idx = unpack_sparse(body, k, d, name, deferred)
     values = values.to(dtype)
     require_finite(name, values, "value", deferred)
     return values, idx

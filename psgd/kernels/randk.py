@@ -9,17 +9,21 @@ candidates are the coordinates left out, so a draw never needs more than about d
 (not the d ln d of collecting nearly all of them).
 
 The compiled kernel marks candidates in a bitmap of d bits, then emits the set bits in order; the
-torch reference (also the CUDA path) dedupes batches of candidates with a stable sort.
+torch reference (also the CUDA path) dedupes one batch of candidates with a stable sort and
+compacts by running counts, with one read of the device per draw (rand-k's parse draws a shared
+seed's set once: psgd.compress.randk.random_subset).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
 
 from psgd import kernels
 from psgd.kernels import cpu, device_fn, np_view
-from psgd.kernels.rng import hash32, hash_ref, split
+from psgd.kernels.rng import BLOCK_BITS, block_keys_ref, hash32, mix_ref, split
 
 TWO_M53 = 2.0**-53
 CHUNK = 512
@@ -29,36 +33,63 @@ DEBRUIJN_POS = np.zeros(64, dtype=np.int64)
 DEBRUIJN_POS[[((2**b * DEBRUIJN) % 2**64) >> 58 for b in range(64)]] = np.arange(64)
 
 
+def hashes(key: int, i: torch.Tensor) -> torch.Tensor:
+    """h(i) of psgd.kernels.rng for int64 counters i, each counter's block key computed beside it:
+    hash_ref's values without its read of i's range (a device sync), for two rounds more a draw."""
+    k0, k1 = split(key)
+    return mix_ref(i ^ block_keys_ref(k0, i >> BLOCK_BITS) ^ k1)
+
+
 def candidates_ref(key: int, start: int, n: int, d: int, device: torch.device | str) -> torch.Tensor:
     """c_start, ..., c_(start + n - 1) as int64."""
     j = torch.arange(start, start + n, dtype=torch.int64, device=device)
-    r = ((hash_ref(key, 2 * j) >> 5) << 26) + (hash_ref(key, 2 * j + 1) >> 6)
+    r = ((hashes(key, 2 * j) >> 5) << 26) + (hashes(key, 2 * j + 1) >> 6)
     return (r.to(torch.float64) * TWO_M53 * float(d)).to(torch.int64).clamp_(max=d - 1)
 
 
-def first_distinct(v: torch.Tensor) -> torch.Tensor:
-    """The distinct values of v, each at its first occurrence, in v's order."""
-    s, order = torch.sort(v, stable=True)
-    first = torch.ones_like(s, dtype=torch.bool)
-    first[1:] = s[1:] != s[:-1]
-    keep = torch.zeros_like(first)
-    keep[order[first]] = True
-    return v[keep]
+def compact(mask: torch.Tensor, v: torch.Tensor, n: int) -> torch.Tensor:
+    """The first n of v's values where mask holds, in v's order, in n slots (those past the
+    count unspecified): a scatter by the running count, not a boolean index (which reads the
+    count to size its output)."""
+    rank = torch.cumsum(mask, 0) - 1
+    slot = torch.where(mask & (rank < n), rank, n)  # slot n takes the rest
+    return v.new_empty(n + 1).scatter_(0, slot, v)[:n]
+
+
+def first_distinct(v: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(v's first m distinct values in v's order, the number of distinct values of v as a 0-dim
+    tensor): the first slots are exact when that number is >= m."""
+    s, order = torch.sort(v, stable=True)  # equal values in v's order: the first of a run came first
+    new = torch.ones_like(s, dtype=torch.bool)
+    new[1:] = s[1:] != s[:-1]
+    first = torch.empty_like(new)
+    first[order] = new
+    return compact(first, v, m), new.sum()
+
+
+def enough(d: int, m: int) -> int:
+    """Candidates that hold m distinct values for all but a vanishing fraction of keys: the mean
+    number needed, d (H_d - H_(d - m)) <= d ln(d / (d - m)), plus 8 bounds on its standard
+    deviation (variance sum_(i < m) i d / (d - i)^2 <= m^2 d / (2 (d - m)^2)), plus 64."""
+    return math.ceil(d * math.log(d / (d - m)) + 8 * m * math.sqrt(d / 2) / (d - m)) + 64
 
 
 def subset_ref(key: int, d: int, k: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """S ascending (int64), in torch: batches of candidates, deduped, until m = min(k, d - k) are distinct."""
+    """S ascending (int64), in torch, in fixed-size steps: the first ``enough`` candidates deduped,
+    one read of the device to see that m = min(k, d - k) are distinct (twice as many candidates
+    again where not). No fixed number of candidates suffices for every key, so the read stays."""
     m = min(k, d - k)
-    drawn, start = torch.empty(0, dtype=torch.int64, device=device), 0
-    while drawn.numel() < m:
-        n = (m - drawn.numel()) * d // (d - m) + 64  # enough on average while fewer than m are taken
-        drawn = first_distinct(torch.cat([drawn, candidates_ref(key, start, n, d, device)]))[:m]
-        start += n
+    n, drawn = enough(d, m), torch.empty(0, dtype=torch.int64, device=device)
+    while m:
+        drawn, distinct = first_distinct(candidates_ref(key, 0, n, d, device), m)
+        if int(distinct) >= m:
+            break
+        n *= 2
     if m == k:
         return drawn.sort().values
     keep = torch.ones(d, dtype=torch.bool, device=device)
     keep[drawn] = False
-    return keep.nonzero().view(-1)
+    return compact(keep, torch.arange(d, device=device), k)
 
 
 @device_fn

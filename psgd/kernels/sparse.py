@@ -9,6 +9,7 @@ always writes: indices (the integer shifted right by the code bits) strictly asc
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -92,39 +93,63 @@ def _unpack_indices(packed, n, width, shift, d, idx, codes):
     return 0
 
 
+def index_status(idx: torch.Tensor, d: int) -> torch.Tensor:
+    """_unpack_indices' status as a 0-dim tensor, with no read of the device: 0, or at the first
+    index that fails, 1 (>= d) or 2 (not above the one before)."""
+    if not idx.numel():
+        return idx.new_zeros(())
+    above = idx >= d
+    bad = above.clone()
+    bad[1:] |= idx[1:] <= idx[:-1]
+    first = bad.to(torch.uint8).argmax()  # the first failing index (argmax takes the first maximum)
+    return torch.where(bad[first], 2 - above[first].long(), 0)
+
+
+def index_error(name: str, d: int, status: int) -> str:
+    """The FrameError's text for a nonzero status."""
+    return f"{name}: index out of range for d={d}" if status == 1 else f"{name}: indices not strictly ascending"
+
+
 def _unpack_indices_ref(packed: torch.Tensor, n: int, width: int, shift: int, d: int):
     joint = unpack_uint(packed, n, width)
     idx = joint >> shift
-    if n and int(idx.max()) >= d:
-        return 1, idx, joint
-    if n > 1 and not bool((idx[1:] > idx[:-1]).all()):
-        return 2, idx, joint
-    return 0, idx, joint & ((1 << shift) - 1) if shift else joint.new_zeros(0)
+    return index_status(idx, d), idx, joint & ((1 << shift) - 1) if shift else joint.new_zeros(0)
 
 
 def unpack_indices(
-    name: str, packed: torch.Tensor, n: int, width: int, d: int, shift: int = 0
+    name: str,
+    packed: torch.Tensor,
+    n: int,
+    width: int,
+    d: int,
+    shift: int = 0,
+    defer: Callable[[torch.Tensor, Callable[[], str]], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(indices, codes): n integers of width bits, each an index << shift | a shift-bit code,
     unpacked from pack's layout (codes empty when shift = 0). FrameError unless the indices
-    are < d and strictly ascending."""
+    are < d and strictly ascending. With ``defer`` (a receiver that reads its checks once per
+    round: compress.base.require), the torch path (CUDA's) hands it the check as a 0-dim flag
+    and its text instead of reading it, and clamps the indices below d, so that a scatter of a
+    malformed message before the flag is read stays in bounds."""
+
+    def reference():
+        return _unpack_indices_ref(packed, n, width, shift, d)
+
+    def fast():
+        idx = torch.empty(n, dtype=torch.int64)
+        codes = torch.empty(n if shift else 0, dtype=torch.int64)
+        status = _unpack_indices(np_view(packed.contiguous()), n, width, shift, d, np_view(idx), np_view(codes))
+        return status, idx, codes
+
     if width > MAX_WIDTH or not n:
-        status, idx, codes = _unpack_indices_ref(packed, n, width, shift, d)
+        status, idx, codes = reference()
     else:
-
-        def fast():
-            idx = torch.empty(n, dtype=torch.int64)
-            codes = torch.empty(n if shift else 0, dtype=torch.int64)
-            status = _unpack_indices(np_view(packed.contiguous()), n, width, shift, d, np_view(idx), np_view(codes))
-            return status, idx, codes
-
-        status, idx, codes = kernels.run(
-            _unpack_indices, (packed,), fast=fast, reference=lambda: _unpack_indices_ref(packed, n, width, shift, d)
-        )
-    if status == 1:
-        raise FrameError(f"{name}: index out of range for d={d}")
-    if status == 2:
-        raise FrameError(f"{name}: indices not strictly ascending")
+        status, idx, codes = kernels.run(_unpack_indices, (packed,), fast=fast, reference=reference)
+    if defer is not None and isinstance(status, torch.Tensor):
+        defer(status != 0, lambda: index_error(name, d, int(status)))
+        return idx.clamp_(max=d - 1), codes
+    if status := int(status):
+        raise FrameError(index_error(name, d, status))
     return idx, codes
 
 
