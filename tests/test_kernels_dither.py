@@ -62,6 +62,29 @@ def test_compiled_equals_reference(monkeypatch, spec, d):
         assert torch.equal(accs[0], start + dec_r)  # weight 1: the floats of out + decode
 
 
+@pytest.mark.parametrize("spec", ["qsgd:s=1", "qsgd:s=5", "qsgd:s=16", "qsgd:p=inf,s=1", "qsgd:p=inf,s=5",
+                                  "qsgd:p=inf,s=16", "terngrad", "natural_dither:s=8", "natural_dither:p=2,s=5",
+                                  "qsgd:s=5,coding=elias"])  # fmt: skip
+@pytest.mark.parametrize("d", [1, 33, 4099, 10007])
+@pytest.mark.parametrize("mode", ["", "reference"])
+def test_encode_reconstruct_is_the_decode_of_its_message(monkeypatch, spec, d, mode):
+    """encode_reconstruct's C(x), written by the encoding pass from each block's codes, is
+    decode(encode(x)) bit for bit and its message the same bytes, on the compiled and the reference
+    paths, for fp32 and the dtypes the references take; with zeros, -0, subnormals, ties at the norm
+    and on level boundaries, and x = 0 (norm 0)."""
+    monkeypatch.setenv("PSGD_KERNELS", mode)
+    c = make(spec)
+    s = getattr(c, "s", 1)
+    xs = [vector(d, 1), vector(d, 2) * 0, boundaries(s)[:d]]
+    xs += [x.to(dtype) for x in xs[:1] for dtype in (torch.float64, torch.float16)]
+    for seed, x in enumerate(xs):
+        m, q = c.encode_reconstruct(x, torch.Generator().manual_seed(seed), torch.full_like(x, 7.0))
+        ref = c.encode(x, torch.Generator().manual_seed(seed))
+        dec = c.decode(ref)
+        assert m.to_bytes() == ref.to_bytes()
+        assert q.dtype == dec.dtype and torch.equal(q.view(torch.uint8), dec.view(torch.uint8))  # bits of any width
+
+
 def boundaries(s: int) -> torch.Tensor:
     """Magnitudes of norm 1 (p = inf) on and beside every level boundary of uniform and natural
     dithering with s levels, both signs, and the subnormal and tiny values whose s y underflows."""

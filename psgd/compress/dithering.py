@@ -34,6 +34,7 @@ from psgd.compress.base import (
     Compressor,
     Message,
     check_fits,
+    check_input,
     head_floats,
     largest,
     narrowest,
@@ -135,7 +136,9 @@ class _Dithering(Compressor):
         """The value of uniform level 1: norm / s in work."""
         return norm.to(work) / self._s
 
-    def _encode(self, x, generator):
+    def _encode(self, x, generator, values=None):
+        """The message's meta and body; and fixed-length C(x) into ``values`` (x's dtype) where given,
+        from the encoding pass."""
         exact, norm = wire_norm(x, self._p)
         if not math.isfinite(float(exact)):  # NaN/Inf in x (a float64 norm of finite values may still overflow)
             require_finite_input(x)
@@ -148,7 +151,8 @@ class _Dithering(Compressor):
                 torch.empty(4 + packed_bytes(x.numel() * width(self._s)), dtype=torch.uint8, device=x.device),
             )
             body[:4] = head
-            dither_encode(x, inv, key, self._s, self.natural, body[4:])
+            table = None if values is None else self.level_values(2 ** (width(self._s) - 1), norm, x.dtype)
+            dither_encode(x, inv, key, self._s, self.natural, body[4:], table, values)
         else:
             gaps, negative, levels = dither_sparse(x, inv, key, self._s)
             w = BitWriter(x.device)
@@ -158,6 +162,15 @@ class _Dithering(Compressor):
             meta, body = (gaps.numel(), w.nbits), torch.cat([head, w.packed()])
         check_fits(norm_name(self._p), float(exact), x.dtype)  # checked last: a GPU waits only for the message
         return meta, body
+
+    def encode_reconstruct(self, x, generator=None, out=None):
+        """(encode(x), C(x)), fixed-length C(x) written into ``out`` by the encoding pass from each block's
+        codes, the floats decode gives (no second read of the body); Elias coding decodes its message."""
+        if self._elias or out is None or out.dtype != x.dtype or out.numel() != x.numel():
+            return super().encode_reconstruct(x, generator, out)
+        check_input(x, finite=not self.finite_by_own_pass)
+        meta, body = self._encode(x, generator, out)
+        return Message(self.name, x.numel(), x.dtype, tuple(meta), body), out
 
     def _parse(self, m: Message):
         """The fp32 norm (fixed-length codes are read where they are used, once their levels are

@@ -6,7 +6,8 @@ the caller. Levels with the uniforms u(i) of key: uniform, floor(s y) + (u < s y
 natural, j + s for 2^(j-1) <= y < 2^j plus (u < y 2^(1-j) - 1), or (u < y 2^(s-1)) below 2^(1-s);
 both capped at s. code_i = level_i << 1 | (x_i < 0).
 
-    fixed-length: the codes packed at width w = 1 + uint_width(s) (psgd.wire.bits.pack_uint)
+    fixed-length: the codes packed at width w = 1 + uint_width(s) (psgd.wire.bits.pack_uint), and
+                  C(x) from each block's codes where asked (error feedback: no second read of the body)
     Elias:        the nonzero levels' position gaps, signs and levels, for psgd.wire.codes
     decode:       out_i (+)= weight * (+-table[level_i]), table[j] the value of level j
 
@@ -230,17 +231,21 @@ def _spread(v, w):
 
 
 @cpu
-def dither_encode_kernel(x, inv, s, natural, k0, k1, w, body):
-    """body = the codes of fp32 x packed at width w <= 8."""
+def dither_encode_kernel(x, inv, s, natural, k0, k1, w, body, scale, values):
+    """body = the codes of fp32 x packed at width w <= 8; and values = C(x) unless None, the floats
+    dither_into_kernel gives with scale."""
     d = x.size
     codes = np.zeros(CHUNK, dtype=np.uint8)
     words = codes.view(np.uint64)
+    bias = np.int32(127 - s)
     for c in range(0, d, CHUNK):
         n = min(CHUNK, d - c)
         if natural:
             _natural_bytes(x[c : c + n], inv, s, k0, k1, c, codes)
         else:
             _uniform_bytes(x[c : c + n], inv, s, k0, k1, c, codes)
+        if values is not None:  # C(x) from the codes while they are in cache, before _merge packs them
+            _values(codes, bias, natural, scale, values[c : c + n])
         codes[n:] = 0
         for g in range(CHUNK // 8):
             words[g] = _merge(words[g], w)
@@ -276,23 +281,35 @@ def _load8(codes, i):
     return word
 
 
-def dither_encode(x: torch.Tensor, inv: torch.Tensor, key: int, s: int, natural: bool, body: torch.Tensor) -> None:
+def dither_encode(
+    x: torch.Tensor, inv: torch.Tensor, key: int, s: int, natural: bool, body: torch.Tensor,
+    table: torch.Tensor | None = None, values: torch.Tensor | None = None,
+) -> None:  # fmt: skip
     """Write the packed codes of x into body (ceil(d w / 8) uint8); inv the 0-dim 1/norm in the
-    work dtype (0 for norm 0), key the draw for the uniforms u(0), ..., u(d - 1)."""
+    work dtype (0 for norm 0), key the draw for the uniforms u(0), ..., u(d - 1). Where values is
+    given, also C(x) into it, the floats dither_into gives from table (error feedback's reconstruction)."""
     if gpu.available(x) and x.dtype in HALVES_AND_FP32 and width(s) <= MAX_WIDTH and x.is_contiguous():
         from psgd.kernels.triton import dither as triton_dither
 
-        return triton_dither.dither_encode(x, inv, key, s, natural, body)
+        triton_dither.dither_encode(x, inv, key, s, natural, body)
+        if values is not None:
+            dither_into(body, s, natural, table, values, 1.0, add=False)
+        return
 
     def compiled():
         k0, k1 = rng.split(key)
-        dither_encode_kernel(np_view(x), np.float32(inv), s, natural, k0, k1, width(s), np_view(body))
+        scale = np.float32(0.0) if values is None else _like(values, _scale(table, s, natural))
+        bits = None if values is None else np_view(values)
+        dither_encode_kernel(np_view(x), np.float32(inv), s, natural, k0, k1, width(s), np_view(body), scale, bits)
 
     def reference():
-        codes = (levels_ref(x, inv, key, s, natural) << 1) | (x < 0)
-        body.copy_(pack_uint(codes, width(s)))
+        levels, negative = levels_ref(x, inv, key, s, natural), x < 0
+        body.copy_(pack_uint((levels << 1) | negative, width(s)))
+        if values is not None:
+            values.copy_(_signed_ref(levels, negative, table, values.dtype))
 
     fast = _compiled(x, inv, s, 2 ** (MAX_WIDTH - 1) - 1)
+    fast = fast and (values is None or (values.dtype == table.dtype == torch.float32 and values.is_contiguous()))
     run(dither_encode_kernel, (x, body), compiled, reference) if fast else reference()
 
 
@@ -406,6 +423,13 @@ def _value(code, bias, natural, scale):
     return -v if code & np.uint8(1) else v
 
 
+@device_fn
+def _values(codes, bias, natural, scale, out):
+    """out[j] = +-value(level_j) of the codes (as dither_into_kernel writes them)."""
+    for j in range(np.int32(out.size)):
+        out[j] = _value(codes[j], bias, natural, scale)
+
+
 @cpu
 def dither_into_kernel(codes, w, s, natural, scale, out, weight, add):
     """out_i = +-value(level_i), or out_i += weight times it with ``add``; returns the largest level
@@ -433,6 +457,11 @@ def dither_into_kernel(codes, w, s, natural, scale, out, weight, add):
 def _like(t: torch.Tensor, value) -> np.generic:
     """value as a numpy scalar of t's dtype (what torch makes of a Python scalar in t's arithmetic)."""
     return np_view(t).dtype.type(float(value))
+
+
+def _scale(table: torch.Tensor, s: int, natural: bool) -> torch.Tensor:
+    """The scale of _value: the value of level s (the norm) with ``natural``, else of level 1 (norm / s)."""
+    return table[s if natural else 1]
 
 
 def _signed_ref(levels: torch.Tensor, negative: torch.Tensor, table: torch.Tensor, dtype: torch.dtype):
@@ -465,8 +494,8 @@ def dither_into(
         return triton_dither.dither_into(codes, s, table, out, weight, add)
 
     def compiled():
-        scale = table[s if natural else 1]  # the value of level s (the norm) or of level 1 (norm / s)
-        args = np_view(codes), width(s), s, natural, _like(out, scale), np_view(out), _like(out, weight)
+        scale = _like(out, _scale(table, s, natural))
+        args = np_view(codes), width(s), s, natural, scale, np_view(out), _like(out, weight)
         return int(dither_into_kernel(*args, add))
 
     def reference():
