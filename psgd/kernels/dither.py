@@ -177,28 +177,30 @@ def _chunk_key(k0, start):
 
 
 @device_fn
-def _uniform_bytes(x, inv, s, k0, k1, start, out):
+def _uniform_bytes(x, inv, s, k0, k1, start, out, values, step):
     """_uniform_codes for s < 128 with a carry for the draw: Q = s y 2^24 (fp32 s y scaled exactly:
     where s y is subnormal both round to level 0 or 1, up iff r = 0), and floor(Q 2^-24) +
     (r < Q mod 2^24) = (ceil(Q) + 2^24 - 1 - r) >> 24, in 32-bit lanes (Q < 2^31). The cap after
     the scaling, min(|x| inv scale, scale) = min(y, 1) scale for scale > 0 (rounding is monotone),
     is one vminps (before it, LLVM made a compare and a select); the sign a masked or. 23 AVX-512
-    instructions for 16 coordinates."""
+    instructions for 16 coordinates. values as in _bytes."""
     scale = np.float32(s) * TWO_24
     kc = _chunk_key(k0, start)
     for j in range(np.int32(x.size)):
         v = x[j]
         q = np.uint32(np.int32(np.ceil(min(abs(v) * inv * scale, scale))))
         out[j] = _carry(q, kc, k1, j, v < 0)
+        if values is not None:
+            values[j] = _value(out[j], np.int32(0), False, step)
 
 
 @device_fn
-def _natural_bytes(x, inv, s, k0, k1, start, out):
+def _natural_bytes(x, inv, s, k0, k1, start, out, values, norm):
     """out[j] = level << 1 | (x_j < 0) of natural dithering for s < 128, the draw a carry as in
     _uniform_bytes: below 2^(1-s), level (ceil(y 2^(s-1) 2^24) + 2^24 - 1 - r) >> 24 (both scalings
     exact); from 2^(1-s) (normal), with y = 2^(e-127)(1 + m 2^-23), level e - 127 + s + (r < 2m) =
     ((y's bits << 1) + (s - 127) 2^24 + 2^24 - 1 - r) >> 24 (mod 2^32). y = 1 has m = 0: no level above s.
-    27 AVX-512 instructions for 16 coordinates."""
+    27 AVX-512 instructions for 16 coordinates. values as in _bytes."""
     first = np.float32(2.0 ** (1 - s))
     below = np.float32(2.0 ** (s - 1))
     bias = np.uint32(np.int64(s - 127) & np.int64(0xFF)) << np.uint32(24)
@@ -211,6 +213,18 @@ def _natural_bytes(x, inv, s, k0, k1, start, out):
         else:
             z = np.uint32(np.uint32(np.float32(y).view(np.uint32) << np.uint32(1)) + bias)
         out[j] = _carry(z, kc, k1, j, v < 0)
+        if values is not None:
+            values[j] = _value(out[j], np.int32(127 - s), True, norm)
+
+
+@device_fn
+def _bytes(x, inv, s, natural, k0, k1, start, out, values, scale):
+    """The codes of a chunk as bytes; and values[j] = +-value(level_j) unless None, the floats of
+    dither_into_kernel with scale, computed from each code as it is made (C(x) for error feedback)."""
+    if natural:
+        _natural_bytes(x, inv, s, k0, k1, start, out, values, scale)
+    else:
+        _uniform_bytes(x, inv, s, k0, k1, start, out, values, scale)
 
 
 @device_fn
@@ -237,15 +251,12 @@ def dither_encode_kernel(x, inv, s, natural, k0, k1, w, body, scale, values):
     d = x.size
     codes = np.zeros(CHUNK, dtype=np.uint8)
     words = codes.view(np.uint64)
-    bias = np.int32(127 - s)
     for c in range(0, d, CHUNK):
         n = min(CHUNK, d - c)
-        if natural:
-            _natural_bytes(x[c : c + n], inv, s, k0, k1, c, codes)
+        if values is not None:
+            _bytes(x[c : c + n], inv, s, natural, k0, k1, c, codes, values[c : c + n], scale)
         else:
-            _uniform_bytes(x[c : c + n], inv, s, k0, k1, c, codes)
-        if values is not None:  # C(x) from the codes while they are in cache, before _merge packs them
-            _values(codes, bias, natural, scale, values[c : c + n])
+            _bytes(x[c : c + n], inv, s, natural, k0, k1, c, codes, None, scale)
         codes[n:] = 0
         for g in range(CHUNK // 8):
             words[g] = _merge(words[g], w)
@@ -421,13 +432,6 @@ def _value(code, bias, natural, scale):
     else:
         v = np.float32(level) * scale
     return -v if code & np.uint8(1) else v
-
-
-@device_fn
-def _values(codes, bias, natural, scale, out):
-    """out[j] = +-value(level_j) of the codes (as dither_into_kernel writes them)."""
-    for j in range(np.int32(out.size)):
-        out[j] = _value(codes[j], bias, natural, scale)
 
 
 @cpu
