@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 from compress_specs import SPECS, resolve
-from test_deferred_checks import MALFORMED, ROUND, frames, round_reads, summed
+from test_deferred_checks import BAD_INDICES, MALFORMED, ROUND, SPARSE, frames, round_reads, summed
 from test_pinned_messages import STOCHASTIC, D, digest, normal_input, normal_key, pinned_input, pins
 
 from psgd.compress import make
@@ -62,3 +62,24 @@ def test_a_cuda_server_reports_a_malformed_message_as_the_checking_parse(spec, d
         summed(spec, dtype, raw, [4, 3, 2, 1], device="cuda")
     valid = frames(spec, dtype)
     assert torch.equal(summed(spec, dtype, valid, [4, 3, 2, 1], "cuda").cpu(), summed(spec, dtype, valid, [1, 2, 3, 4]))
+
+
+@cuda
+@pytest.mark.parametrize("spec", [s for s, _ in SPARSE])
+def test_a_cuda_server_reads_a_sparse_round_once(monkeypatch, spec):
+    """Top-k's and rand-k's sent indices: their checks deferred as device flags with the values'."""
+    assert round_reads(monkeypatch, spec, "cuda") == 1
+
+
+@cuda
+@pytest.mark.parametrize("spec", ["randk:ratio=0.1", "randk:ratio=0.6"])
+def test_a_cuda_server_draws_a_shared_seeds_subset_once_per_round(monkeypatch, spec):
+    assert round_reads(monkeypatch, spec, "cuda", shared=True, draws=1) == 2
+
+
+@cuda
+@pytest.mark.parametrize("spec,corrupt,text", BAD_INDICES)
+def test_a_cuda_server_reports_bad_sent_indices_as_the_checking_parse(spec, corrupt, text):
+    raw = frames(spec, torch.float32, (3, corrupt))
+    with pytest.raises(FrameError, match=f"^malformed frame from rank 3 in round {ROUND}: {re.escape(text)}$"):
+        summed(spec, torch.float32, raw, [4, 3, 2, 1], device="cuda")

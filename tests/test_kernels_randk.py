@@ -55,6 +55,34 @@ def test_compiled_subset_is_the_reference(d):
             assert s.numel() == k and bool((s[1:] > s[:-1]).all()) and int(s[0]) >= 0 and int(s[-1]) < d
 
 
+def test_torch_draw_is_the_compiled_draw_over_many_keys_and_sizes():
+    """The torch draw (CUDA's path, in fixed-size steps) gives the pinned indices: the compiled
+    kernel's, whose definition the tests below check."""
+    g = torch.Generator().manual_seed(1)
+    for _ in range(300):
+        key = int(torch.randint(0, 2**62, (), generator=g)) * 4 + 3
+        d = int(torch.randint(1, 5000, (), generator=g))
+        k = int(torch.randint(1, d + 1, (), generator=g))
+        assert torch.equal(randk.subset_ref(key, d, k), randk.subset(key, d, k)), (key, d, k)
+
+
+def test_a_first_batch_that_falls_short_draws_again(monkeypatch):
+    monkeypatch.setattr(randk, "enough", lambda d, m: 1)
+    for d in DIMS[:-1]:
+        for k in ks(d):
+            assert torch.equal(randk.subset_ref(KEYS[3], d, k), randk.subset(KEYS[3], d, k)), (d, k)
+
+
+@pytest.mark.parametrize("d", [2, 9, 64, 1000, 4099])
+def test_the_first_batch_holds_enough_distinct_candidates(d):
+    """So that a draw reads the device once: every key tried finds m distinct in its first batch."""
+    for key in range(200):
+        for k in ks(d):
+            m = min(k, d - k)
+            n = randk.enough(d, m)
+            assert not m or int(randk.first_distinct(randk.candidates_ref(key, 0, n, d, "cpu"), m)[1]) >= m
+
+
 def test_subset_is_the_first_distinct_candidates_or_their_complement():
     for d in [1, 5, 64, 65, 200]:
         c = randk.candidates_ref(7, 0, 40 * d, d, "cpu").tolist()
@@ -167,3 +195,12 @@ def test_cuda_draws_the_same_subsets_and_bytes():
         gpu = c.encode(x.cuda(), torch.Generator().manual_seed(2))
         assert gpu.to_bytes() == cpu.to_bytes()
         assert torch.equal(c.decode(c.from_bytes(cpu.to_bytes(), "cuda")).cpu(), c.decode(cpu))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_torch_draw_is_the_compiled_draw_over_many_keys():
+    g = torch.Generator().manual_seed(2)
+    for _ in range(100):
+        key, d = int(torch.randint(0, 2**62, (), generator=g)), int(torch.randint(1, 200_000, (), generator=g))
+        k = int(torch.randint(1, d + 1, (), generator=g))
+        assert torch.equal(randk.subset_ref(key, d, k, "cuda").cpu(), randk.subset(key, d, k)), (key, d, k)

@@ -101,8 +101,8 @@ def index_status(idx: torch.Tensor, d: int) -> torch.Tensor:
     above = idx >= d
     bad = above.clone()
     bad[1:] |= idx[1:] <= idx[:-1]
-    first = bad.to(torch.uint8).argmax()  # the first failing index (argmax takes the first maximum)
-    return torch.where(bad[first], 2 - above[first].long(), 0)
+    code = torch.where(bad, 2 - above.long(), 0)
+    return code.take(bad.to(torch.uint8).argmax())  # argmax takes the first maximum (no index by a tensor: a read)
 
 
 def index_error(name: str, d: int, status: int) -> str:
