@@ -57,6 +57,7 @@ MALFORMED = [
 # from the bytes as received; sign's scales too, but as a host tensor, which a CPU count cannot tell)
 SYNC_FREE = ["identity", "fp16", "bf16", "natural", "qsgd:s=16", "terngrad", "natural_dither"]
 VALID = [*SYNC_FREE, "scaled_sign", "topk:ratio=0.05", "randk:ratio=0.1"]
+VALID += ["topk_natural:ratio=0.05", "topk_dither:ratio=0.05,s=8"]
 
 
 @pytest.fixture

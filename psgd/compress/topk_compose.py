@@ -13,11 +13,12 @@ Each kept coordinate travels as one packed integer: the value's code, then its i
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
 
-from psgd.compress.base import Compressor, check_fits, require_finite
+from psgd.compress.base import Compressor, check_fits, require, require_finite
 from psgd.compress.dithering import (
     check_levels,
     natural_dither_omega,
@@ -67,9 +68,11 @@ class _TopKThen(Scattered, Compressor):
     def _parse(self, m):
         (k,) = m.meta
         width = self.code_bits() + index_bits(m.d)
-        idx, codes = unpack_indices(self.name, m.body[self.prefix_bytes :], k, width, m.d, shift=self.code_bits())
+        defer = None if m.deferred is None else functools.partial(require, m.deferred)  # CUDA server: read once a round
+        idx, codes = unpack_indices(self.name, m.body[self.prefix_bytes :], k, width, m.d, self.code_bits(), defer)
         values = self.values(m.body[: self.prefix_bytes], codes, m.dtype, k)
-        require_finite(self.name, values, "value")  # in the message's dtype: fp16 holds no 2^16, nor a norm above 65504
+        # in the message's dtype: fp16 holds no 2^16, nor a norm above 65504
+        require_finite(self.name, values, "value", m.deferred)
         return values, idx
 
     def values(self, prefix: torch.Tensor, codes: torch.Tensor, dtype: torch.dtype, k: int) -> torch.Tensor:
