@@ -39,6 +39,7 @@ LOW_COUNTER = np.int32(CHUNK - 1)  # j & LOW_COUNTER = j within a chunk (see _ch
 MAX_WIDTH = 8
 MAX_ELIAS_S = 2**24  # levels and s exact in fp32
 TWO_24, TWO_M24 = np.float32(2.0**24), np.float32(2.0**-24)
+FLIP = np.uint32(0xFFFFFF)  # r ^ FLIP = 2^24 - 1 - r (see _carry)
 LANES = 64  # interleaved float64 sums of the norm kernel: eight AVX-512 registers
 HALVES_AND_FP32 = (torch.float32, torch.float16, torch.bfloat16)  # the Triton kernels' inputs
 LOW8, HIGH8 = np.uint64(0x00FF00FF00FF00FF), np.uint64(0xFF00FF00FF00FF00)
@@ -159,10 +160,11 @@ def _uniform_codes(x, inv, s, k0, k1, start, out):
 
 
 @device_fn
-def _carry(z, kc, k1, j, negative):
-    """The code level << 1 | negative, level = (z + 2^24 - 1 - r(start + j)) >> 24 (mod 2^32);
-    the sign by a select (one masked or; a zero-extended compare took three instructions)."""
-    level = np.uint32(z + np.uint32(random24_in(kc, k1, j & LOW_COUNTER) ^ np.uint32(0xFFFFFF))) >> np.uint32(24)
+def _carry(z, flip, kc, k1, j, negative):
+    """The code level << 1 | negative, level = (z + (r(start + j) ^ flip)) >> 24 (mod 2^32), flip = 2^24 - 1
+    (r ^ flip = 2^24 - 1 - r) plus a bias in the top byte (xor adds it: r < 2^24); the sign by a select
+    (one masked or; a zero-extended compare took three instructions)."""
+    level = np.uint32(z + np.uint32(random24_in(kc, k1, j & LOW_COUNTER) ^ flip)) >> np.uint32(24)
     code = np.uint32(level + level)
     return code | np.uint32(1) if negative else code
 
@@ -189,7 +191,7 @@ def _uniform_bytes(x, inv, s, k0, k1, start, out, values, step):
     for j in range(np.int32(x.size)):
         v = x[j]
         q = np.uint32(np.int32(np.ceil(min(abs(v) * inv * scale, scale))))
-        out[j] = _carry(q, kc, k1, j, v < 0)
+        out[j] = _carry(q, FLIP, kc, k1, j, v < 0)
         if values is not None:
             values[j] = _value(out[j], np.int32(0), False, step)
 
@@ -200,19 +202,23 @@ def _natural_bytes(x, inv, s, k0, k1, start, out, values, norm):
     _uniform_bytes: below 2^(1-s), level (ceil(y 2^(s-1) 2^24) + 2^24 - 1 - r) >> 24 (both scalings
     exact); from 2^(1-s) (normal), with y = 2^(e-127)(1 + m 2^-23), level e - 127 + s + (r < 2m) =
     ((y's bits << 1) + (s - 127) 2^24 + 2^24 - 1 - r) >> 24 (mod 2^32). y = 1 has m = 0: no level above s.
-    27 AVX-512 instructions for 16 coordinates. values as in _bytes."""
+    The bias (s - 127) 2^24 rides in _carry's flip (subtracted back below 2^(1-s)): a flip known only at
+    run time makes r's last xor and the flip one vpternlogd (the constant 2^24 - 1 alone became a not
+    before the shift, one instruction more). 25 AVX-512 instructions for 16 coordinates. values as in
+    _bytes."""
     first = np.float32(2.0 ** (1 - s))
     below = np.float32(2.0 ** (s - 1))
     bias = np.uint32(np.int64(s - 127) & np.int64(0xFF)) << np.uint32(24)
+    flip = FLIP | bias
     kc = _chunk_key(k0, start)
     for j in range(np.int32(x.size)):
         v = x[j]
         y = min(abs(v) * inv, np.float32(1.0))
         if y < first:
-            z = np.uint32(np.int32(np.ceil(y * below * TWO_24)))
+            z = np.uint32(np.uint32(np.int32(np.ceil(y * below * TWO_24))) - bias)
         else:
-            z = np.uint32(np.uint32(np.float32(y).view(np.uint32) << np.uint32(1)) + bias)
-        out[j] = _carry(z, kc, k1, j, v < 0)
+            z = np.uint32(np.float32(y).view(np.uint32) << np.uint32(1))
+        out[j] = _carry(z, flip, kc, k1, j, v < 0)
         if values is not None:
             values[j] = _value(out[j], np.int32(127 - s), True, norm)
 
