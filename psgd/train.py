@@ -23,7 +23,7 @@ from psgd import config
 from psgd.errors import ConfigError, Interrupted, PsgdError, Stalled
 from psgd.methods import registered as methods
 from psgd.runtime import checkpoint, devices, link, rundir
-from psgd.runtime.patience import WORKER, Patience
+from psgd.runtime.patience import WORKER, Patience, grace
 from psgd.runtime.server import ServerNode
 from psgd.runtime.signals import STOPPED, StopRequest
 from psgd.runtime.simulate import run_in_process
@@ -330,11 +330,12 @@ def serve(node, transport, comm) -> int:
     patience = Patience(node.cfg.timeout_s, WORKER)
     while not node.done:
         t0 = time.perf_counter()
+        wait = patience.seconds() + grace(patience.seconds(), node.rank)
         try:
-            _, data = transport.recv_any([0], patience.seconds())
+            _, data = transport.recv_any([0], wait)
         except Stalled:
             fail(
-                f"the server (rank 0) sent nothing for {patience.seconds():.0f} s after round {node.round - 1} "
+                f"the server (rank 0) sent nothing for {wait:.0f} s after round {node.round - 1} "
                 "(stopped, dead or hung); ending the job",
                 node.rank,
             )

@@ -5,7 +5,9 @@ covers start-up (the peers load data, build models, compile kernels) and gets FI
 waits get the largest of FLOOR_S, FACTOR times the longest wait after the first, and twice
 the first wait, so slow rounds, evaluations and checkpoints are never mistaken for a stall.
 Workers wait twice as long as the server (``WORKER``): when a worker stalls, the server, which
-can name it, speaks first; a worker only gives up on a server that is itself silent.
+can name it, speaks first; a worker only gives up on a server that is itself silent. Of the
+workers, rank 1 speaks for all: the others wait ``grace`` longer, so that its abort ends them
+before they print the same message (they speak only if rank 1 is gone too).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ FIRST_S = 600.0
 FLOOR_S = 60.0
 FACTOR = 20.0
 WORKER = 2.0
+GRACE_S = 5.0
+GRACE = 0.25
 
 
 class Patience:
@@ -34,3 +38,8 @@ class Patience:
             self.first = waited
         else:
             self.slowest = max(self.slowest, waited)
+
+
+def grace(seconds: float, rank: int) -> float:
+    """How much longer than rank 1 a worker waits for a silent server."""
+    return 0.0 if rank <= 1 else max(GRACE_S, GRACE * seconds)
