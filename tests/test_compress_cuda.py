@@ -8,7 +8,7 @@ import pytest
 import torch
 from compress_specs import SPECS, resolve
 from test_deferred_checks import BAD_INDICES, MALFORMED, ROUND, SPARSE, frames, round_reads, summed
-from test_pinned_messages import STOCHASTIC, D, digest, normal_input, normal_key, pinned_input, pins
+from test_pinned_messages import PINNED, PINNED_DRAWS, D, digest, normal_input, normal_key, pinned_input, pins
 
 from psgd.compress import make
 from psgd.errors import FrameError
@@ -17,13 +17,13 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 
 
 @cuda
-@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("spec", PINNED)
 def test_cuda_message_is_the_pinned_cpu_message(spec):
     assert digest(spec, "cuda") == pins()[spec]
 
 
 @cuda
-@pytest.mark.parametrize("spec", STOCHASTIC)
+@pytest.mark.parametrize("spec", PINNED_DRAWS)
 def test_cuda_draws_are_the_pinned_cpu_draws(spec):
     """On an input where every level is drawn: the Triton generator gives the CPU's draws."""
     assert digest(spec, "cuda", x=normal_input()) == pins()[normal_key(spec)]
