@@ -23,9 +23,10 @@ except Exception:  # noqa: BLE001  (any import failure means: no compiled path)
     numba = None
 
 if numba is not None:
-    from psgd.kernels import cache
+    from psgd.kernels import cache, width
 
     cache.use(numba)  # a folder per version of the kernels' sources (see cache.py)
+    width.use(numba)  # 16 coordinates a vector instruction where the CPU has AVX-512 (see width.py)
 
 _WARNED = False
 KERNELS: list[CpuKernel] = []
