@@ -103,22 +103,42 @@ def test_reading_before_every_worker_is_in_is_refused():
         agg.read()
 
 
-@pytest.mark.parametrize("sender", [1, 3])  # the first (copied into the sum) or a later one (added)
-@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
-def test_a_non_finite_uplink_is_refused_naming_its_sender_in_any_arrival_order(bad, sender):
-    """The server leaves identity's finiteness check to the add (frames.parse(check_body=False)):
-    the error is the one the checking parse gives, naming the sender, whichever frame lands last."""
-    c = make("identity")
+def nan(body: torch.Tensor) -> None:
+    body.view(torch.float32)[D // 2] = float("nan")
+
+
+def inf(body: torch.Tensor) -> None:
+    body.view(torch.float32)[D // 2] = float("inf")
+
+
+def level_31(body: torch.Tensor) -> None:
+    body[4 + D // 2] = 0xFF  # a 6-bit code of all ones: level 31 > s = 16
+
+
+@pytest.mark.parametrize("sender", [1, 2, 3, 4])  # first or second of a pair added in one pass, or alone
+@pytest.mark.parametrize(
+    ("spec", "damage", "text"),
+    [
+        ("identity", nan, "identity: non-finite value"),
+        ("identity", inf, "identity: non-finite value"),
+        ("qsgd:s=16", level_31, "qsgd: level above s = 16"),
+    ],
+)
+def test_a_bad_uplink_is_refused_naming_its_sender_in_any_arrival_order(spec, damage, text, sender):
+    """The server leaves identity's finiteness and dithering's levels to the add (frames.parse(check_body=False)):
+    the error is the one the checking parse gives, naming the sender, whichever frame lands last and
+    whether its message is added alone or in one pass with another's (Aggregator pairs them)."""
+    c = make(spec)
     frames = []
     for w in range(1, N + 1):
         x = torch.randn(D, generator=torch.Generator().manual_seed(w))
-        body = c.encode(x)
+        m = c.encode(x, torch.Generator().manual_seed(w))
         if w == sender:
-            body.body.view(torch.float32)[D // 2] = bad
-        frames.append(bytearray(pack(Kind.UP, 5, w, [], [body])[0]))
+            damage(m.body)
+        frames.append(bytearray(pack(Kind.UP, 5, w, [], [m])[0]))
     with pytest.raises(FrameError) as checked:
         parse(decode_frame(bytes(frames[sender - 1]), sender=sender, round=5), [c], "cpu", D, torch.float32)
-    assert str(checked.value) == f"malformed frame from rank {sender} in round 5: identity: non-finite value"
+    assert str(checked.value) == f"malformed frame from rank {sender} in round 5: {text}"
     for order in itertools.permutations(range(1, N + 1)):
         agg = Aggregator(N, D, torch.float32, torch.device("cpu"))
         agg.start([c], 5)

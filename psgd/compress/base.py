@@ -239,6 +239,30 @@ class Compressor(ABC):
         self._accumulate(m, out, float(weight))
         return out
 
+    def add_pair(self, a: Message, b: Message, out: torch.Tensor, start: bool) -> torch.Tensor:
+        """out = C(a) + C(b) with ``start``, else (out + C(a)) + C(b): the floats of decode_into(a, out)
+        (accumulate(a, out)) then accumulate(b, out), in one pass over out where the codec has a pair
+        kernel (the server's aggregate of n uplinks: half the passes over it). Checks a parse left to
+        the add (``unchecked``) are made; FrameError if either message fails (``check_body`` tells which)."""
+        for m in (a, b):
+            if out.numel() != m.d:
+                raise ValueError(f"{self.name}: add into {out.numel()} elements, message has d = {m.d}")
+        self._add_pair(a, b, out, start)
+        return out
+
+    def _add_pair(self, a: Message, b: Message, out: torch.Tensor, start: bool) -> None:
+        """By default, one message after the other."""
+        if start:
+            self._decode_into(a, out)
+        else:
+            self._accumulate(a, out, 1.0)
+        self._accumulate(b, out, 1.0)
+
+    def check_body(self, m: Message) -> None:
+        """FrameError unless m's body passes the checks its parse left to its consumer (``unchecked``),
+        by a read of its own: which of two messages added in one pass failed. Nothing to check by
+        default (codecs with ``defers_body_check`` override it)."""
+
     def support(self, m: Message):
         """A key that is equal for two messages exactly when their values sit at the same indices
         (rand-k drawn from one shared seed), so that a sum of them can add their values first and

@@ -209,6 +209,10 @@ class _Dithering(Compressor):
         if (max_level(m.body[4:], m.d, self._s) if top is None else top) > self._s:
             raise FrameError(self._above_s())
 
+    def check_body(self, m: Message) -> None:
+        if not self._elias:
+            self._check_levels(m, None)
+
     def _level_can_exceed_s(self) -> bool:
         """Whether a fixed-length code can hold a level above s (s + 1 not a power of two)."""
         return self._s + 1 != 2 ** (width(self._s) - 1)

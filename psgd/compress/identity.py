@@ -51,22 +51,25 @@ class Identity(Compressor):
         (or the check recorded, where it defers its checks)."""
         values = m.body.view(torch.float32)
         if not m.unchecked:
-            self._check(values, m)
+            self._check(values, m, m.deferred)
         return values
 
-    def _check(self, values: torch.Tensor, m: Message) -> None:
+    def _check(self, values: torch.Tensor, m: Message, deferred: list | None) -> None:
         """FrameError unless every value is finite: one sum (the extremes where the message's dtype
-        is narrower: fp16 holds no value above 65504), or the extremes recorded in m.deferred."""
+        is narrower: fp16 holds no value above 65504), or the extremes recorded in ``deferred``."""
         if largest(m.dtype) < FP32_MAX:
-            require_fits(self.name, values, "value", m.dtype, m.deferred)
+            require_fits(self.name, values, "value", m.dtype, deferred)
         else:
-            require_finite(self.name, values, "value", m.deferred)
+            require_finite(self.name, values, "value", deferred)
+
+    def check_body(self, m: Message) -> None:
+        self._check(self.parsed(m), m, None)
 
     def _checked(self, m: Message) -> torch.Tensor:
         """The parsed values, checked finite now if the parse left that to their consumer."""
         values = self.parsed(m)
         if m.unchecked:
-            self._check(values, m)
+            self._check(values, m, m.deferred)
             object.__setattr__(m, "unchecked", False)
         return values
 

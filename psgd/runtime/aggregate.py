@@ -63,13 +63,40 @@ class Aggregator:
         """Worker w's parsed messages; added now if every lower rank is in, else when they are.
         FrameError naming the sender of a message that fails as it is added."""
         self.waiting[w] = messages
+        ready = []  # the consecutive ranks now in, in rank order
         while self.next in self.waiting:
-            for j, m in enumerate(self.waiting.pop(self.next)):
-                guarded(self.next, self.round, self.codecs[j], lambda j=j, m=m: self._add(j, m))
-                self.checks.extend((self.next, j, c) for c in m.deferred or ())
+            ready.append((self.next, self.waiting.pop(self.next)))
             self.next += 1
+        for j in range(len(self.codecs)):
+            self._add_part(j, [(r, ms[j]) for r, ms in ready])
+        self.checks.extend((r, j, c) for r, ms in ready for j, m in enumerate(ms) for c in m.deferred or ())
 
-    def _add(self, j: int, m: Message) -> None:
+    def _add_part(self, j: int, ready: list[tuple[int, Message]]) -> None:
+        """Part j of consecutive ranks' messages, in rank order: two at a time where neither shares
+        a support (Compressor.add_pair: one pass over the aggregate for both)."""
+        codec, i = self.codecs[j], 0
+        while i < len(ready):
+            (w, m), pair = ready[i], ready[i + 1 : i + 2]
+            if pair and codec.support(m) is None and codec.support(pair[0][1]) is None:
+                self._add_pair(j, (w, m), pair[0])
+                i += 2
+            else:
+                guarded(w, self.round, codec, lambda m=m, w=w: self._add(j, w, m))
+                i += 1
+
+    def _add_pair(self, j: int, a: tuple[int, Message], b: tuple[int, Message]) -> None:
+        """Two messages in one pass; where that fails, the first of the two (in rank order) whose
+        own body check fails is the sender named."""
+        codec = self.codecs[j]
+        self._flush(j)
+        try:
+            codec.add_pair(a[1], b[1], self.buffers[j], start=a[0] == 1)
+        except Exception as e:
+            for w, m in (a, b):
+                guarded(w, self.round, codec, lambda m=m: codec.check_body(m))
+            guarded(a[0], self.round, codec, lambda e=e: _reraise(e))
+
+    def _add(self, j: int, w: int, m: Message) -> None:
         codec, out, pending = self.codecs[j], self.buffers[j], self.pending[j]
         key = codec.support(m)
         if pending is not None and key == pending.key:
@@ -77,10 +104,10 @@ class Aggregator:
             return
         self._flush(j)
         if key is not None:
-            if self.next == 1:
+            if w == 1:
                 out.zero_()
             self.pending[j] = Pending(key, m, codec.values(m).clone())
-        elif self.next == 1:
+        elif w == 1:
             codec.decode_into(m, out)
         else:
             codec.accumulate(m, out)
@@ -109,3 +136,7 @@ class Aggregator:
         if checks and bool(torch.stack([c.bad for _, _, c in checks]).any()):
             w, j, c = next((w, j, c) for w, j, c in checks if bool(c.bad))
             guarded(w, self.round, self.codecs[j], c.verify)
+
+
+def _reraise(e: Exception):
+    raise e
