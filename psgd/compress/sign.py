@@ -16,7 +16,7 @@ import torch
 
 from psgd.compress.base import Compressor, Message, check_fits, head_floats, packed_bytes, require_finite
 from psgd.compress.registry import register
-from psgd.kernels.signs import pack_signs, sign_values
+from psgd.kernels.signs import pack_signs, sign_pair, sign_values
 
 
 class SignBits(Compressor):
@@ -67,6 +67,15 @@ class SignBits(Compressor):
     def _accumulate(self, m: Message, out: torch.Tensor, weight: float) -> None:
         scales, bits = self.parsed(m)
         sign_values(bits, self.sizes(m.d), scales * weight, out, add=True)
+
+    def _add_pair(self, a: Message, b: Message, out: torch.Tensor, start: bool) -> None:
+        """Both messages' values in one pass over out (fp32 on the CPU: the pair kernel), each with its
+        own scales; else one after the other. The parse checked the scales: nothing is left unchecked."""
+        if not (out.dtype == a.dtype == b.dtype == torch.float32 and out.device.type == "cpu"):
+            super()._add_pair(a, b, out, start)
+            return
+        (scales_a, bits_a), (scales_b, bits_b) = self.parsed(a), self.parsed(b)
+        sign_pair(bits_a, scales_a, bits_b, scales_b, self.sizes(a.d), out, add=not start)
 
     def _bits(self, d):
         return d + 32 * self._scale_count(d)

@@ -8,6 +8,8 @@ give 1). A block's value is +p_b where the bit is 1 and -p_b where it is 0.
     decode:     out_i = +-p_b
     accumulate: out_i += +-p_b, with p_b = fp32(weight * scale_b) rounded once, so weight 1 gives
                 exactly out + decode(m)
+    pair:       out_i = (out_i + +-pa_b) + +-pb_b (or +-pa_b + +-pb_b): two messages, each with its own
+                scales, in one pass over out (the server's aggregate), the floats of the two above
 
 The compiled l1 adds the |x_i| in float64 vector lanes; the reference's float64 sum takes another
 order. Both are within a few float64 ulps, so the fp32 scale agrees unless the float64 sum lands
@@ -87,18 +89,47 @@ def _pack_byte(x, k, bits):
 @cpu
 def sign_values_kernel(bits, ends, p, out, add):
     """out_i (+)= p_b where bit i is 1, -p_b where it is 0, for i in block b."""
+    _sign_blocks(bits, p, bits, p, ends, out, add, False)
+
+
+@cpu
+def sign_pair_kernel(bits_a, pa, bits_b, pb, ends, out, add):
+    """out_i = (out_i (+) +-pa_b) + +-pb_b, the two messages' values in one pass over out: the floats of
+    sign_values_kernel on a (add or not) then on b (add)."""
+    _sign_blocks(bits_a, pa, bits_b, pb, ends, out, add, True)
+
+
+# ``add`` and ``pair`` are constants where the kernels call these helpers (inlined into them): LLVM
+# drops the branches on them before it vectorises, so each of the four loops is its own straight code.
+@device_fn
+def _sign_blocks(bits_a, pa, bits_b, pb, ends, out, add, pair):
+    """Each block's coordinates: the bytes that straddle its ends one coordinate at a time, the
+    whole bytes between them as words (_put_bytes)."""
     start = 0
     for b in range(ends.size):
         end = ends[b]
         first = min(end, (start + 7) // 8 * 8)
         last = max(first, end // 8 * 8)
-        _put_edge(bits, start, first, p[b], out, add)
+        _put_edge(bits_a, pa[b], bits_b, pb[b], start, first, out, add, pair)
+        whole_a, whole_b = bits_a[first // 8 : last // 8], bits_b[first // 8 : last // 8]
         if add:
-            _add_bytes(bits[first // 8 : last // 8], p[b], out[first:last])
+            _put_bytes(whole_a, pa[b], whole_b, pb[b], out[first:last], True, pair)
         else:
-            _set_bytes(bits[first // 8 : last // 8], p[b], out[first:last])
-        _put_edge(bits, last, end, p[b], out, add)
+            _put_bytes(whole_a, pa[b], whole_b, pb[b], out[first:last], False, pair)
+        _put_edge(bits_a, pa[b], bits_b, pb[b], last, end, out, add, pair)
         start = end
+
+
+@device_fn
+def _put(out, i, bit_a, pa, bit_b, pb, add, pair):
+    """out_i = (out_i if add) + (+pa if bit_a else -pa) (+ (+pb if bit_b else -pb) if pair): each
+    sum rounded in that order, as the single adds one after the other round it."""
+    v = pa if bit_a else -pa
+    if add:
+        v = out[i] + v
+    if pair:
+        v += pb if bit_b else -pb
+    out[i] = v
 
 
 # 64 coordinates per step, their bits in one uint64 word: the inner loop has 64 lanes to fill the
@@ -112,41 +143,25 @@ def _word(bits, k):
 
 
 @device_fn
-def _set_bytes(bits, pos, out):
-    neg = -pos
-    words = bits.size // 8
+def _put_bytes(bits_a, pa, bits_b, pb, out, add, pair):
+    words = bits_a.size // 8
     for k in range(words):
-        w = _word(bits, k)
+        wa = _word(bits_a, k)
+        wb = _word(bits_b, k) if pair else wa
         for j in range(64):
-            out[64 * k + j] = pos if (w >> np.uint64(j)) & np.uint64(1) else neg
-    for k in range(8 * words, bits.size):
-        byte = bits[k]
+            s = np.uint64(j)
+            _put(out, 64 * k + j, (wa >> s) & np.uint64(1), pa, (wb >> s) & np.uint64(1), pb, add, pair)
+    for k in range(8 * words, bits_a.size):
+        byte_a = bits_a[k]
+        byte_b = bits_b[k] if pair else byte_a
         for j in range(8):
-            out[8 * k + j] = pos if (byte >> j) & 1 else neg
+            _put(out, 8 * k + j, (byte_a >> j) & 1, pa, (byte_b >> j) & 1, pb, add, pair)
 
 
 @device_fn
-def _add_bytes(bits, pos, out):
-    neg = -pos
-    words = bits.size // 8
-    for k in range(words):
-        w = _word(bits, k)
-        for j in range(64):
-            out[64 * k + j] += pos if (w >> np.uint64(j)) & np.uint64(1) else neg
-    for k in range(8 * words, bits.size):
-        byte = bits[k]
-        for j in range(8):
-            out[8 * k + j] += pos if (byte >> j) & 1 else neg
-
-
-@device_fn
-def _put_edge(bits, start, end, pos, out, add):
+def _put_edge(bits_a, pa, bits_b, pb, start, end, out, add, pair):
     for i in range(start, end):
-        v = pos if (bits[i >> 3] >> (i & 7)) & 1 else -pos
-        if add:
-            out[i] += v
-        else:
-            out[i] = v
+        _put(out, i, (bits_a[i >> 3] >> (i & 7)) & 1, pa, (bits_b[i >> 3] >> (i & 7)) & 1, pb, add, pair)
 
 
 def pack_signs_ref(x: torch.Tensor, sizes: list[int], l1: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -197,10 +212,40 @@ def sign_values(bits: torch.Tensor, sizes: list[int], p: torch.Tensor, out: torc
         sign_values_kernel(np_view(bits), np.cumsum(sizes), np_view(p), np_view(out), add)
 
     def reference():
-        values = sign_values_ref(bits, sizes, p)
-        if add:
-            out.add_(values)
-        else:
-            out.copy_(values)
+        put_values_ref(bits, sizes, p, out, add)
 
     run(sign_values_kernel, (bits, out), compiled, reference) if fast else reference()
+
+
+def sign_pair(
+    bits_a: torch.Tensor,
+    pa: torch.Tensor,
+    bits_b: torch.Tensor,
+    pb: torch.Tensor,
+    sizes: list[int],
+    out: torch.Tensor,
+    add: bool,
+) -> None:
+    """out (+)= +-pa_b, then out += +-pb_b, per coordinate in one pass over out: the floats of sign_values
+    on message a (bits_a, pa) then on message b (add), two messages of one layout. Compiled for a
+    contiguous fp32 out and fp32 p on the CPU; else (CUDA too) the two references one after the other."""
+
+    def compiled():
+        ends = np.cumsum(sizes)
+        sign_pair_kernel(np_view(bits_a), np_view(pa), np_view(bits_b), np_view(pb), ends, np_view(out), add)
+
+    def reference():
+        put_values_ref(bits_a, sizes, pa, out, add)
+        put_values_ref(bits_b, sizes, pb, out, True)
+
+    fast = out.dtype == pa.dtype == pb.dtype == torch.float32 and out.is_contiguous()
+    run(sign_pair_kernel, (bits_a, bits_b, pa, pb, out), compiled, reference) if fast else reference()
+
+
+def put_values_ref(bits: torch.Tensor, sizes: list[int], p: torch.Tensor, out: torch.Tensor, add: bool) -> None:
+    """sign_values by the plain-torch reference."""
+    values = sign_values_ref(bits, sizes, p)
+    if add:
+        out.add_(values)
+    else:
+        out.copy_(values)
