@@ -3,11 +3,12 @@
 ``Aggregator.add(w, messages)`` takes the parsed messages of worker w in any arrival order; they
 are accumulated (``Compressor.accumulate``: scatter-adds, arithmetic on packed codes, no dense
 temporaries) into one preallocated buffer per part strictly in rank order, a worker that lands
-early waiting, parsed, for the ranks before it. So the sum is the same floats whatever the
-arrival order, under MPI and in the in-process simulation alike: s = ((0 + c_1) + c_2) + ...,
-and the mean s / n (each float divided once) a method's server rule reads. A rule that reads
-the sum itself (``Method.reads_sums``) divides in its own first pass over it: e + s / n, the same
-floats as e + (s / n), without a pass of its own for the division.
+early waiting, parsed, for the ranks before it, and two consecutive ranks at a time
+(``Compressor.add_pair``: one pass over the buffer for both, the floats of two adds). So the sum
+is the same floats whatever the arrival order, under MPI and in the in-process simulation alike:
+s = ((0 + c_1) + c_2) + ..., and the mean s / n (each float divided once) a method's server rule
+reads. A rule that reads the sum itself (``Method.reads_sums``) divides in its own first pass over
+it: e + s / n, the same floats as e + (s / n), without a pass of its own for the division.
 
 A message that fails as it is added (identity's finiteness and dithering's levels are checked by
 the copy or add that reads them: frames.parse(check_body=False)) is reported as its sender's malformed frame, whenever
@@ -48,6 +49,7 @@ class Aggregator:
         self.codecs: list[Compressor] = []
         self.pending: list[Pending | None] = []
         self.waiting: dict[int, list[Message]] = {}
+        self.ready: list[tuple[int, list[Message]]] = []  # in, in rank order, not yet added
         self.checks: list[tuple[int, int, Deferred]] = []  # (sender, part, check) in rank order
         self.next, self.round = 1, 0
 
@@ -56,17 +58,20 @@ class Aggregator:
         while len(self.buffers) < len(codecs):  # allocated once, reused every round
             self.buffers.append(torch.empty(self.d, dtype=self.dtype, device=self.device))
         self.codecs, self.pending, self.waiting, self.next = codecs, [None] * len(codecs), {}, 1
-        self.checks = []
+        self.ready, self.checks = [], []
         self.round = round
 
     def add(self, w: int, messages: list[Message]) -> None:
-        """Worker w's parsed messages; added now if every lower rank is in, else when they are.
-        FrameError naming the sender of a message that fails as it is added."""
+        """Worker w's parsed messages; added once every lower rank is in, two ranks at a time: a lone
+        one waits for the next rank (one pass over the aggregate for both: the work after the last
+        frame lands is at most one pair), the last rank's never. FrameError naming the sender of a
+        message that fails as it is added."""
         self.waiting[w] = messages
-        ready = []  # the consecutive ranks now in, in rank order
         while self.next in self.waiting:
-            ready.append((self.next, self.waiting.pop(self.next)))
+            self.ready.append((self.next, self.waiting.pop(self.next)))
             self.next += 1
+        take = len(self.ready) if self.next > self.n else len(self.ready) // 2 * 2
+        ready, self.ready = self.ready[:take], self.ready[take:]
         for j in range(len(self.codecs)):
             self._add_part(j, [(r, ms[j]) for r, ms in ready])
         self.checks.extend((r, j, c) for r, ms in ready for j, m in enumerate(ms) for c in m.deferred or ())
