@@ -147,3 +147,26 @@ def test_a_bad_uplink_is_refused_naming_its_sender_in_any_arrival_order(spec, da
                 frame = decode_frame(frames[w - 1], sender=w, round=5)
                 agg.add(w, parse(frame, [c], "cpu", D, torch.float32, check_body=False)[0])
         assert str(added.value) == str(checked.value), order
+
+
+@pytest.mark.parametrize(("n", "pairs", "singles"), [(1, 0, 1), (2, 1, 0), (3, 1, 1), (4, 2, 0), (5, 2, 1)])
+def test_frames_in_rank_order_are_added_two_at_a_time(n, pairs, singles, monkeypatch):
+    """A lone ready rank waits for the next one, so in-order arrivals still make pairs (one pass over
+    the aggregate for two uplinks); the last rank is added as it lands."""
+    calls = {"pair": 0, "single": 0}
+    c = make("qsgd:s=16")
+    monkeypatch.setattr(
+        type(c), "_add_pair", lambda self, a, b, out, start: calls.__setitem__("pair", calls["pair"] + 1)
+    )
+    single = type(c)._accumulate
+    monkeypatch.setattr(
+        type(c), "_accumulate", lambda *a: (calls.__setitem__("single", calls["single"] + 1), single(*a))
+    )
+    monkeypatch.setattr(type(c), "_decode_into", lambda self, m, out: calls.__setitem__("single", calls["single"] + 1))
+    agg = Aggregator(n, D, torch.float32, torch.device("cpu"))
+    agg.start([c], 0)
+    m = c.encode(torch.randn(D))
+    for w in range(1, n + 1):
+        agg.add(w, [m])
+        assert calls["pair"] + calls["single"] <= w  # nothing added twice, nothing before its turn
+    assert calls == {"pair": pairs, "single": singles}
