@@ -192,7 +192,8 @@ class Compressor(ABC):
         server aggregates uplinks as they arrive, and how error feedback takes C(x) off its error;
       * ``encode_reconstruct(x, generator, out)``: the message and C(x), decoded from the form the
         encoder attached where it keeps one (no second read of the body), into ``out`` if given
-        (read-only: it may be the body itself).
+        (read-only: it may be the body itself); ``encode_feedback`` also takes C(x) off x in place
+        (error feedback's new error), in the encoding pass where the codec can.
     """
 
     name: ClassVar[str]
@@ -299,6 +300,22 @@ class Compressor(ABC):
         C(x) as is (identity): read C(x), never write it."""
         m = self.encode(x, generator)
         return m, (self.decode(m) if out is None else self.decode_into(m, out))
+
+    def encode_feedback(
+        self, x: torch.Tensor, generator: torch.Generator | None = None, out: torch.Tensor | None = None
+    ) -> tuple[Message, torch.Tensor | None]:
+        """(encode(x), C(x) or None) with x <- x - C(x) in place: error feedback's new error. Without
+        ``out`` (a worker), the floats of ``accumulate(m, x, -1)``; with it (the server's step needs
+        C(x)), C(x) written there as ``encode_reconstruct`` writes it and the floats of ``x.sub_(C(x))``
+        (the two differ at most in the sign of a zero). Codecs whose encoding pass makes C(x)
+        override it to write x - C(x) in that pass (no second pass over x)."""
+        if out is None:
+            m = self.encode(x, generator)
+            self.accumulate(m, x, -1.0)
+            return m, None
+        m, q = self.encode_reconstruct(x, generator, out)
+        x.sub_(q)
+        return m, q
 
     def _accumulate(self, m: Message, out: torch.Tensor, weight: float) -> None:
         y = self._decode(m)

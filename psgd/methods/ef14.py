@@ -81,8 +81,7 @@ class EF14(SGD):
         self.apply_downlink(state, down, ctx)
         g = oracle(state.x)
         p = state.error.add_(g if self.options.error_units == "grad" else self.options.lr_at(ctx.round) * g)
-        msg = self.uplink.encode(p, ctx.rng("uplink"))
-        self.uplink.accumulate(msg, p, -1.0)  # e <- p - C(p)
+        msg, _ = self.uplink.encode_feedback(p, ctx.rng("uplink"))  # e <- p - C(p)
         return [msg]
 
     def server_step(self, state: ServerState, up, ctx):
@@ -91,8 +90,10 @@ class EF14(SGD):
         # e_s <- v - q is an in-place subtraction, not a third vector written; addcdiv's
         # e_s + 1 * s / n rounds s / n once, then the sum: the floats of e_s + a
         v = s.div_(ctx.n) if e is None else e.addcdiv_(s, torch.full((), ctx.n, dtype=s.dtype, device=s.device))
-        msg, q = self.downlink.encode_reconstruct(v, ctx.rng("downlink", shared=True), self.scratch(v))
-        if e is not None:
-            e.sub_(q)
+        rng, scratch = ctx.rng("downlink", shared=True), self.scratch(v)
+        if e is None:
+            msg, q = self.downlink.encode_reconstruct(v, rng, scratch)
+        else:  # e_s <- v - q
+            msg, q = self.downlink.encode_feedback(v, rng, scratch)
         state.opt.step(state.x, q, self.step_lr(ctx.round))
         return [msg]
