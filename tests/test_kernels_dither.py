@@ -17,8 +17,17 @@ from psgd.compress import make
 from psgd.compress.dithering import wire_norm
 from psgd.errors import FrameError
 from psgd.kernels import rng
-from psgd.kernels.dither import dither_encode_kernel, dither_sparse_kernel, width
+from psgd.kernels.dither import (
+    dither_encode_kernel,
+    dither_into,
+    dither_into_kernel,
+    dither_pair_into,
+    dither_pair_kernel,
+    dither_sparse_kernel,
+    width,
+)
 from psgd.kernels.rng import block_key, random24_in
+from psgd.wire.bits import pack_uint
 
 SIZES = [1, 2, 7, 8, 9, 31, 33, 1000, 4099, 100003]
 SPECS = [
@@ -249,3 +258,74 @@ def test_float64_and_halves_take_the_references():
             assert c.decode(m).dtype == dtype
             out = torch.ones(1000, dtype=dtype)
             assert torch.equal(c.accumulate(m, out.clone()), out + c.decode(m))
+
+
+def random_body(d: int, s: int, top: int, g: torch.Generator) -> torch.Tensor:
+    """A fixed-length body of d codes at width(s): levels in [0, top], the largest top (at a random place), both
+    signs on every level (zero too: -0.0 values)."""
+    levels = torch.randint(0, top + 1, (d,), generator=g)
+    levels[int(torch.randint(0, d, (1,), generator=g))] = top
+    return pack_uint(levels << 1 | torch.randint(0, 2, (d,), generator=g), width(s))
+
+
+@pytest.mark.parametrize("start", [True, False])
+@pytest.mark.parametrize("d", [1, 7, 8, 9, 4095, 4096, 4097, 10000])
+@pytest.mark.parametrize("spec", ["terngrad", "qsgd:p=inf,s=3", "qsgd:s=16", "natural_dither:s=8",
+                                  "natural_dither:p=2,s=5", "qsgd:s=127", "natural_dither:s=127"])  # fmt: skip
+def test_pair_kernel_is_the_two_single_kernels(monkeypatch, spec, d, start):
+    """dither_pair_into (one pass over out) is dither_into of a (decode with start, else add) then of b (add),
+    bit for bit, signed zeros included (-0 codes, -0 in out, a norm of -0), at widths 2 to 8 and sizes around
+    the blocks; it returns each body's largest level, above s too; the torch references' floats as well."""
+    c = make(spec)
+    w = width(c.s)
+    g = torch.Generator().manual_seed(d * 2 + start)
+    n = 2 ** (w - 1)  # levels a code can hold
+    for norms in ((1.5, 0.3), (-0.0, 2.0**-100), (0.0, 7.0)):
+        tops = [int(t) for t in torch.randint(0, n, (2,), generator=g)]
+        bodies = [random_body(d, c.s, top, g) for top in tops]
+        tables = [c.level_values(n, torch.tensor([norm]), torch.float32) for norm in norms]
+        base = torch.randn(d, generator=g)
+        base[torch.randint(0, 2, (d,), generator=g).bool()] = -0.0
+        base[::5] = 0.0
+        want = base.clone()
+        singles = (
+            dither_into(bodies[0], c.s, c.natural, tables[0], want, 1.0, add=not start),
+            dither_into(bodies[1], c.s, c.natural, tables[1], want, 1.0, add=True),
+        )
+        got = base.clone()
+        assert dither_pair_into(*bodies, c.s, c.natural, *tables, got, start) == singles == tuple(tops)
+        assert torch.equal(got.view(torch.int32), want.view(torch.int32))
+        monkeypatch.setenv("PSGD_KERNELS", "reference")
+        ref = base.clone()
+        assert dither_pair_into(*bodies, c.s, c.natural, *tables, ref, start) == singles
+        monkeypatch.delenv("PSGD_KERNELS")
+        assert torch.equal(ref.view(torch.int32), want.view(torch.int32))
+    assert not (dither_pair_kernel.broken or dither_into_kernel.broken)  # the compiled paths ran
+
+
+@pytest.mark.parametrize("spec", ["qsgd:s=16", "natural_dither:s=8", "terngrad"])
+@pytest.mark.parametrize("mode", ["", "reference"])
+def test_a_pair_checks_both_levels(monkeypatch, spec, mode):
+    """add_pair of messages parsed unchecked (as the server parses) refuses a level above s in either, with the
+    FrameError of the checking parse, and marks the messages it checked as checked."""
+    monkeypatch.setenv("PSGD_KERNELS", mode)
+    c = make(spec)
+    d = 9001
+    good = c.encode(torch.randn(d)).to_bytes()
+    bad = bytearray(good)
+    w = width(c.s)
+    bit = (len(good) - (d * w + 7) // 8) * 8 + 5000 * w + 1  # level bits of code 5000 (block 1)
+    for b in range(w - 1):
+        bad[(bit + b) // 8] |= 1 << ((bit + b) % 8)
+    if c.s + 1 < 2 ** (w - 1):
+        with pytest.raises(FrameError) as checked:
+            c.from_bytes(bytes(bad))
+        for order in ((bad, good), (good, bad)):
+            a, b = (c.from_bytes(bytes(r), check_body=False) for r in order)
+            with pytest.raises(FrameError) as paired:
+                c.add_pair(a, b, torch.zeros(d), start=True)
+            assert str(paired.value) == str(checked.value)
+    a, b = (c.from_bytes(r, check_body=False) for r in (good, c.encode(torch.randn(d)).to_bytes()))
+    assert a.unchecked and b.unchecked
+    c.add_pair(a, b, torch.zeros(d), start=False)
+    assert not (a.unchecked or b.unchecked)

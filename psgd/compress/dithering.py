@@ -47,6 +47,7 @@ from psgd.errors import FrameError
 from psgd.kernels.dither import (
     dither_encode,
     dither_into,
+    dither_pair_into,
     dither_sparse,
     magnitudes_ref,
     max_level,
@@ -233,6 +234,21 @@ class _Dithering(Compressor):
         else:
             norm, pos, negative, levels = self.parsed(m)
             scatter_into(pos, negative, levels, self._s, self._step(norm, work), out, weight, add)
+
+    def _add_pair(self, a: Message, b: Message, out: torch.Tensor, start: bool) -> None:
+        """Fixed-length fp32 codes on the CPU: both bodies and out in one pass (kernels.dither.dither_pair_into),
+        the levels of an ``unchecked`` message checked from the largest that pass read, as _into does;
+        else one message after the other."""
+        if self._elias or not out.dtype == a.dtype == b.dtype == torch.float32 or out.device.type != "cpu":
+            super()._add_pair(a, b, out, start)
+            return
+        n = 2 ** (width(self._s) - 1)
+        tables = [self.level_values(n, self.parsed(m), m.dtype) for m in (a, b)]
+        tops = dither_pair_into(a.body[4:], b.body[4:], self._s, self.natural, *tables, out, start)
+        for m, top in zip((a, b), tops, strict=True):
+            if m.unchecked:
+                self._check_levels(m, top)
+                object.__setattr__(m, "unchecked", False)
 
     def _decode(self, m: Message) -> torch.Tensor:
         new = torch.zeros if self._elias else torch.empty  # Elias writes the nonzero levels only
