@@ -20,7 +20,7 @@ from psgd.compress.base import (
 )
 from psgd.compress.registry import register
 from psgd.errors import FrameError
-from psgd.kernels.copy import add_finite, copy_finite
+from psgd.kernels.copy import add_finite, copy_finite, pair_finite
 
 
 @register
@@ -97,6 +97,24 @@ class Identity(Compressor):
             self._consumed(m, add_finite(self.parsed(m), out))
         else:
             super()._accumulate(m, out, weight)
+
+    def _add_pair(self, a: Message, b: Message, out: torch.Tensor, start: bool) -> None:
+        """out = a + b (start), else (out + a) + b, by one pass over out for fp32 messages into a
+        contiguous fp32 buffer on the CPU, which checks unchecked messages' values as it reads them
+        (as the copy and the add do); otherwise one message after the other."""
+        if not self._paired(a, b, out):
+            super()._add_pair(a, b, out, start)
+            return
+        finite = pair_finite(self.parsed(a), self.parsed(b), out, start)
+        for m, ok in zip((a, b), finite, strict=True):
+            if m.unchecked:
+                self._consumed(m, ok)
+
+    @staticmethod
+    def _paired(a: Message, b: Message, out: torch.Tensor) -> bool:
+        """Whether a and b go into out by one pass of the pair kernel."""
+        fp32 = a.dtype == b.dtype == out.dtype == torch.float32
+        return fp32 and out.is_contiguous() and all(t.device.type == "cpu" for t in (a.body, b.body, out))
 
     def encode_reconstruct(self, x, generator=None, out=None):
         """(encode(x), C(x)) with C(x) = x: for fp32 x the body's own values (read-only, they are
