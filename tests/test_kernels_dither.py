@@ -15,7 +15,7 @@ from kernel_checks import outputs, same_bits
 
 from psgd.compress import make
 from psgd.compress.dithering import wire_norm
-from psgd.errors import FrameError
+from psgd.errors import FrameError, NonFiniteError
 from psgd.kernels import rng
 from psgd.kernels.dither import (
     dither_encode_kernel,
@@ -92,6 +92,44 @@ def test_encode_reconstruct_is_the_decode_of_its_message(monkeypatch, spec, d, m
         dec = c.decode(ref)
         assert m.to_bytes() == ref.to_bytes()
         assert q.dtype == dec.dtype and torch.equal(q.view(torch.uint8), dec.view(torch.uint8))  # bits of any width
+
+
+@pytest.mark.parametrize("spec", ["qsgd:s=1", "qsgd:s=16", "qsgd:p=inf,s=5", "terngrad", "natural_dither:s=8",
+                                  "natural_dither:p=2,s=5", "qsgd:s=5,coding=elias"])  # fmt: skip
+@pytest.mark.parametrize("d", [1, 33, 4095, 4096, 4099, 10007])
+@pytest.mark.parametrize("with_out", [False, True])
+@pytest.mark.parametrize("mode", ["", "reference"])
+def test_encode_feedback_leaves_the_error_by_the_encoding_pass(monkeypatch, spec, d, with_out, mode):
+    """encode_feedback's x <- x - C(x), written by the encoding pass, is the floats of accumulate(m, x, -1)
+    (x.sub_(C(x)) with out) bit for bit and its message encode's bytes, with C(x) into out where given;
+    across block edges, for fp32 and the dtypes the references take, and x = 0 (norm 0)."""
+    monkeypatch.setenv("PSGD_KERNELS", mode)
+    c = make(spec)
+    s = getattr(c, "s", 1)
+    xs = [vector(d, 1), vector(d, 2) * 0, boundaries(s)[:d]]
+    xs += [x.to(dtype) for x in xs[:1] for dtype in (torch.float64, torch.float16)]
+    for seed, x in enumerate(xs):
+        ref = c.encode(x, torch.Generator().manual_seed(seed))
+        want = x.clone()
+        if with_out:
+            want.sub_(c.decode(ref))
+        else:
+            c.accumulate(ref, want, -1.0)
+        got = x.clone()
+        out = torch.full_like(x, 7.0) if with_out else None
+        m, q = c.encode_feedback(got, torch.Generator().manual_seed(seed), out)
+        assert m.to_bytes() == ref.to_bytes()
+        assert torch.equal(got.view(torch.uint8), want.view(torch.uint8))
+        assert q is out and (q is None or torch.equal(q.view(torch.uint8), c.decode(ref).view(torch.uint8)))
+
+
+@pytest.mark.parametrize("spec", ["qsgd:s=16", "natural_dither:p=2,s=5"])
+def test_encode_feedback_refuses_an_overflowing_norm_before_touching_x(spec):
+    x = torch.full((100,), 3e38)
+    before = x.clone()
+    with pytest.raises(NonFiniteError, match="overflows fp32"):
+        make(spec).encode_feedback(x, torch.Generator().manual_seed(0))
+    assert torch.equal(x, before)
 
 
 def boundaries(s: int) -> torch.Tensor:

@@ -137,9 +137,9 @@ class _Dithering(Compressor):
         """The value of uniform level 1: norm / s in work."""
         return norm.to(work) / self._s
 
-    def _encode(self, x, generator, values=None):
+    def _encode(self, x, generator, values=None, feedback=False):
         """The message's meta and body; and fixed-length C(x) into ``values`` (x's dtype) where given,
-        from the encoding pass."""
+        from the encoding pass, and with ``feedback`` x <- x - C(x) by that pass (fixed-length codes)."""
         exact, norm = wire_norm(x, self._p)
         if not math.isfinite(float(exact)):  # NaN/Inf in x (a float64 norm of finite values may still overflow)
             require_finite_input(x)
@@ -152,8 +152,11 @@ class _Dithering(Compressor):
                 torch.empty(4 + packed_bytes(x.numel() * width(self._s)), dtype=torch.uint8, device=x.device),
             )
             body[:4] = head
-            table = None if values is None else self.level_values(2 ** (width(self._s) - 1), norm, x.dtype)
-            dither_encode(x, inv, key, self._s, self.natural, body[4:], table, values)
+            reconstructs = values is not None or feedback
+            table = self.level_values(2 ** (width(self._s) - 1), norm, x.dtype) if reconstructs else None
+            if feedback:  # x is about to change: refuse a norm that overflows first
+                check_fits(norm_name(self._p), float(exact), x.dtype)
+            dither_encode(x, inv, key, self._s, self.natural, body[4:], table, values, feedback)
         else:
             gaps, negative, levels = dither_sparse(x, inv, key, self._s)
             w = BitWriter(x.device)
@@ -171,6 +174,15 @@ class _Dithering(Compressor):
             return super().encode_reconstruct(x, generator, out)
         check_input(x, finite=not self.finite_by_own_pass)
         meta, body = self._encode(x, generator, out)
+        return Message(self.name, x.numel(), x.dtype, tuple(meta), body), out
+
+    def encode_feedback(self, x, generator=None, out=None):
+        """encode(x) and x <- x - C(x) from the encoding pass itself (fixed-length codes; C(x) into out
+        by the same pass where given), the floats of the default: no second pass over x."""
+        if self._elias or (out is not None and (out.dtype != x.dtype or out.numel() != x.numel())):
+            return super().encode_feedback(x, generator, out)
+        check_input(x, finite=not self.finite_by_own_pass)
+        meta, body = self._encode(x, generator, out, feedback=True)
         return Message(self.name, x.numel(), x.dtype, tuple(meta), body), out
 
     def _parse(self, m: Message):

@@ -180,7 +180,7 @@ def _chunk_key(k0, start):
 
 
 @device_fn
-def _uniform_bytes(x, inv, s, k0, k1, start, out, values, step):
+def _uniform_bytes(x, inv, s, k0, k1, start, out, values, rest, step):
     """_uniform_codes for s < 128 with a carry for the draw: Q = s y 2^24 (fp32 s y scaled exactly:
     where s y is subnormal both round to level 0 or 1, up iff r = 0), and floor(Q 2^-24) +
     (r < Q mod 2^24) = (ceil(Q) + 2^24 - 1 - r) >> 24, in 32-bit lanes (Q < 2^31). The cap after
@@ -193,12 +193,11 @@ def _uniform_bytes(x, inv, s, k0, k1, start, out, values, step):
         v = x[j]
         q = np.uint32(np.int32(np.ceil(min(abs(v) * inv * scale, scale))))
         out[j] = _carry(q, FLIP, kc, k1, j, v < 0)
-        if values is not None:
-            values[j] = _value(out[j], np.int32(0), False, step)
+        _reconstruct(out[j], v, j, np.int32(0), False, step, values, rest)
 
 
 @device_fn
-def _natural_bytes(x, inv, s, k0, k1, start, out, values, norm):
+def _natural_bytes(x, inv, s, k0, k1, start, out, values, rest, norm):
     """out[j] = level << 1 | (x_j < 0) of natural dithering for s < 128, the draw a carry as in
     _uniform_bytes: below 2^(1-s), level (ceil(y 2^(s-1) 2^24) + 2^24 - 1 - r) >> 24 (both scalings
     exact); from 2^(1-s) (normal), with y = 2^(e-127)(1 + m 2^-23), level e - 127 + s + (r < 2m) =
@@ -220,18 +219,30 @@ def _natural_bytes(x, inv, s, k0, k1, start, out, values, norm):
         else:
             z = np.uint32(np.float32(y).view(np.uint32) << np.uint32(1))
         out[j] = _carry(z, flip, kc, k1, j, v < 0)
-        if values is not None:
-            values[j] = _value(out[j], np.int32(127 - s), True, norm)
+        _reconstruct(out[j], v, j, np.int32(127 - s), True, norm, values, rest)
 
 
 @device_fn
-def _bytes(x, inv, s, natural, k0, k1, start, out, values, scale):
+def _reconstruct(code, v, j, bias, natural, scale, values, rest):
+    """C(x)_j = +-value(level_j) from the code just made, where asked: into values[j], and rest[j] =
+    x_j - C(x)_j (error feedback's new error, rest being x itself). Each None is pruned at compile time."""
+    if values is not None or rest is not None:
+        c = _value(code, bias, natural, scale)
+        if values is not None:
+            values[j] = c
+        if rest is not None:
+            rest[j] = v - c
+
+
+@device_fn
+def _bytes(x, inv, s, natural, k0, k1, start, out, values, rest, scale):
     """The codes of a chunk as bytes; and values[j] = +-value(level_j) unless None, the floats of
-    dither_into_kernel with scale, computed from each code as it is made (C(x) for error feedback)."""
+    dither_into_kernel with scale, computed from each code as it is made (C(x) for error feedback),
+    and x_j - C(x)_j into rest[j] unless None."""
     if natural:
-        _natural_bytes(x, inv, s, k0, k1, start, out, values, scale)
+        _natural_bytes(x, inv, s, k0, k1, start, out, values, rest, scale)
     else:
-        _uniform_bytes(x, inv, s, k0, k1, start, out, values, scale)
+        _uniform_bytes(x, inv, s, k0, k1, start, out, values, rest, scale)
 
 
 @device_fn
@@ -252,18 +263,20 @@ def _spread(v, w):
 
 
 @cpu
-def dither_encode_kernel(x, inv, s, natural, k0, k1, w, body, scale, values):
+def dither_encode_kernel(x, inv, s, natural, k0, k1, w, body, scale, values, feedback):
     """body = the codes of fp32 x packed at width w <= 8; and values = C(x) unless None, the floats
-    dither_into_kernel gives with scale."""
+    dither_into_kernel gives with scale; with ``feedback`` (a compile-time True or None), x <- x - C(x)."""
     d = x.size
     codes = np.zeros(CHUNK, dtype=np.uint8)
     words = codes.view(np.uint64)
     for c in range(0, d, CHUNK):
         n = min(CHUNK, d - c)
+        chunk = x[c : c + n]
+        rest = None if feedback is None else chunk
         if values is not None:
-            _bytes(x[c : c + n], inv, s, natural, k0, k1, c, codes, values[c : c + n], scale)
+            _bytes(chunk, inv, s, natural, k0, k1, c, codes, values[c : c + n], rest, scale)
         else:
-            _bytes(x[c : c + n], inv, s, natural, k0, k1, c, codes, None, scale)
+            _bytes(chunk, inv, s, natural, k0, k1, c, codes, None, rest, scale)
         codes[n:] = 0
         for g in range(CHUNK // 8):
             words[g] = _merge(words[g], w)
@@ -301,33 +314,43 @@ def _load8(codes, i):
 
 def dither_encode(
     x: torch.Tensor, inv: torch.Tensor, key: int, s: int, natural: bool, body: torch.Tensor,
-    table: torch.Tensor | None = None, values: torch.Tensor | None = None,
+    table: torch.Tensor | None = None, values: torch.Tensor | None = None, feedback: bool = False,
 ) -> None:  # fmt: skip
     """Write the packed codes of x into body (ceil(d w / 8) uint8); inv the 0-dim 1/norm in the
     work dtype (0 for norm 0), key the draw for the uniforms u(0), ..., u(d - 1). Where values is
-    given, also C(x) into it, the floats dither_into gives from table (error feedback's reconstruction)."""
+    given, also C(x) into it, the floats dither_into gives from table (error feedback's reconstruction);
+    with ``feedback``, x <- x - C(x) in place (table given), the floats of dither_into(..., x, -1, add=True)."""
     if gpu.available(x) and x.dtype in HALVES_AND_FP32 and width(s) <= MAX_WIDTH and x.is_contiguous():
         from psgd.kernels.triton import dither as triton_dither
 
         triton_dither.dither_encode(x, inv, key, s, natural, body)
         if values is not None:
             dither_into(body, s, natural, table, values, 1.0, add=False)
+        if feedback:
+            dither_into(body, s, natural, table, x, -1.0, add=True)
         return
 
     def compiled():
         k0, k1 = rng.split(key)
-        scale = np.float32(0.0) if values is None else _like(values, _scale(table, s, natural))
+        reconstructs = values is not None or feedback
+        scale = _like(x, _scale(table, s, natural)) if reconstructs else np.float32(0.0)
         bits = None if values is None else np_view(values)
-        dither_encode_kernel(np_view(x), np.float32(inv), s, natural, k0, k1, width(s), np_view(body), scale, bits)
+        args = np.float32(inv), s, natural, k0, k1, width(s), np_view(body), scale, bits, True if feedback else None
+        dither_encode_kernel(np_view(x), *args)
 
     def reference():
         levels, negative = levels_ref(x, inv, key, s, natural), x < 0
         body.copy_(pack_uint((levels << 1) | negative, width(s)))
-        if values is not None:
-            values.copy_(_signed_ref(levels, negative, table, values.dtype))
+        if values is not None or feedback:
+            c = _signed_ref(levels, negative, table, x.dtype)
+            if values is not None:
+                values.copy_(c)
+            if feedback:
+                x.sub_(c)
 
     fast = _compiled(x, inv, s, 2 ** (MAX_WIDTH - 1) - 1)
     fast = fast and (values is None or (values.dtype == table.dtype == torch.float32 and values.is_contiguous()))
+    fast = fast and (not feedback or table.dtype == torch.float32)
     run(dither_encode_kernel, (x, body), compiled, reference) if fast else reference()
 
 
