@@ -113,3 +113,93 @@ def test_field_255_refused():
     raw[-3] = 255  # the last exponent field
     with pytest.raises(FrameError):
         make("natural").from_bytes(raw)
+
+
+# around the kernels' steps (32 coordinates a sign word) and the encoder's blocks (4096)
+PAIR_SIZES = [1, 7, 8, 9, 31, 32, 33, 63, 64, 65, 4095, 4096, 4097, 10000]
+EDGES = [0.0, -0.0, 2.0**-126, -(2.0**-126), 1e-45, -1e-45, 3e-39, -3e-39, 1.0, -1.0, 2.0**127, -(2.0**127)]
+
+
+def pair_bodies(d: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two bodies whose values meet every way: fields from a few exponents (0: zeros of both signs,
+    1: the smallest normal, whose sums and differences with subnormal aggregates stay subnormal, 254:
+    the largest, whose sums overflow to Inf) and random signs, so that many pairs cancel exactly."""
+    g = torch.Generator().manual_seed(seed)
+    levels = torch.tensor([0, 0, 1, 1, 2, 126, 127, 128, 150, 254], dtype=torch.uint8)
+    bodies = []
+    for _ in range(2):
+        fields = levels[torch.randint(0, levels.numel(), (d,), generator=g)]
+        signs = torch.randint(0, 256, ((d + 7) // 8,), generator=g, dtype=torch.uint8)
+        bodies.append(torch.cat([fields, signs]))
+    return bodies[0], bodies[1]
+
+
+def aggregate(d: int, seed: int) -> torch.Tensor:
+    """An fp32 aggregate of zeros of both signs, subnormals and normals."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(d, generator=g) * torch.exp2(torch.randint(-140, 0, (d,), generator=g).float())
+    edges = torch.tensor(EDGES)
+    picks = torch.rand(d, generator=g) < 0.5
+    x[picks] = edges[torch.randint(0, edges.numel(), (int(picks.sum()),), generator=g)]
+    return x
+
+
+def int_bits(t: torch.Tensor) -> torch.Tensor:
+    return t.view(torch.int32)
+
+
+@pytest.mark.parametrize("start", [True, False])
+@pytest.mark.parametrize("d", PAIR_SIZES)
+def test_pair_kernel_is_the_two_single_kernels(monkeypatch, d, start):
+    """natural_pair_kernel(a, b) is natural_into_kernel of a (decode or add) then of b (add), bit for bit,
+    signed zeros included; and so are the dispatcher's compiled and reference paths."""
+    from psgd.kernels import np_view
+    from psgd.kernels.natural import natural_add_pair, natural_into_kernel, natural_pair_kernel
+
+    for seed in range(3):
+        a, b = pair_bodies(d, seed)
+        base = aggregate(d, seed + 100)
+        singles = base.clone()
+        natural_into_kernel(np_view(a), np_view(singles), np.float32(1.0), not start)
+        natural_into_kernel(np_view(b), np_view(singles), np.float32(1.0), True)
+        pair = base.clone()
+        natural_pair_kernel(np_view(a), np_view(b), np_view(pair), not start)
+        assert torch.equal(int_bits(pair), int_bits(singles))
+        dispatched = base.clone()
+        natural_add_pair(a, b, dispatched, start)
+        assert torch.equal(int_bits(dispatched), int_bits(singles))
+        monkeypatch.setenv("PSGD_KERNELS", "reference")
+        reference = base.clone()
+        natural_add_pair(a, b, reference, start)
+        monkeypatch.delenv("PSGD_KERNELS")
+        assert torch.equal(int_bits(reference), int_bits(singles))
+
+
+@pytest.mark.parametrize("start", [True, False])
+@pytest.mark.parametrize("spec", ["natural", "natural_round"])
+def test_add_pair_of_messages_that_cancel(spec, start):
+    """Received messages of x and -x (and of vectors with zeros of both signs and subnormals): the pair
+    is decode_into (accumulate) of the first then accumulate of the second, bit for bit."""
+    c, d = make(spec), 4097
+    x = vector(d, 7)
+    x = x[x.abs() < 2.0**100]
+    d = x.numel()
+    for y in (-x, vector(d, 8).clamp(-(2.0**100), 2.0**100)):
+        raw = [c.encode(v, torch.Generator().manual_seed(s)).to_bytes() for v, s in ((x, 1), (y, 2))]
+        a, b = (c.from_bytes(bytearray(r), d=d, check_body=False) for r in raw)
+        base = aggregate(d, 9)
+        want = base.clone()
+        c.decode_into(a, want) if start else c.accumulate(a, want)
+        c.accumulate(b, want)
+        got = base.clone()
+        c.add_pair(a, b, got, start)
+        assert torch.equal(int_bits(got), int_bits(want))
+
+
+def test_add_pair_of_float64_messages_takes_the_two_adds():
+    """fp64 messages (no pair kernel): the two adds, one after the other."""
+    c, d = make("natural_round"), 1000
+    a, b = (c.encode(vector(d, s).double().clamp(-1e30, 1e30)) for s in (1, 2))
+    base = aggregate(d, 3).double()
+    want = c.accumulate(b, c.accumulate(a, base.clone()))
+    assert torch.equal(c.add_pair(a, b, base.clone(), False).view(torch.int64), want.view(torch.int64))

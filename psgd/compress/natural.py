@@ -34,7 +34,7 @@ from psgd.compress.base import (
 )
 from psgd.compress.registry import register
 from psgd.errors import NonFiniteError
-from psgd.kernels.natural import fields_ref, natural_encode, natural_into, values_ref
+from psgd.kernels.natural import fields_ref, natural_add_pair, natural_encode, natural_into, values_ref
 from psgd.kernels.rng import draw_key
 
 CODE_BITS = 9
@@ -110,6 +110,14 @@ class _Natural(Compressor):
             super()._accumulate(m, out, weight)
         else:
             natural_into(self.parsed(m), out, weight, add=True)
+
+    def _add_pair(self, a: Message, b: Message, out: torch.Tensor, start: bool) -> None:
+        """Both bodies in one pass over an fp32 aggregate on the CPU (natural_add_pair): the parse
+        checked every field, nothing is left to the add; else one message after the other."""
+        if out.dtype == a.dtype == b.dtype == torch.float32 and out.device.type == "cpu":
+            natural_add_pair(self.parsed(a), self.parsed(b), out, start)
+        else:
+            super()._add_pair(a, b, out, start)
 
     def _bits(self, d):
         return CODE_BITS * d

@@ -11,6 +11,8 @@ Subnormals (e = 0) round between 0 and 2^-126 by the same rule. Decode: +-(field
                 and C(x)_i = (field_i << 23) | signbit(x_i) as binary32 where asked (error feedback)
     decode:     out_i = +-2^(field_i - 127)
     accumulate: out_i += weight * (+-2^(field_i - 127)): with weight 1 the floats of out + decode
+    add pair:   out_i = va_i + vb_i, or (out_i + va_i) + vb_i, from two bodies in one pass over out:
+                the floats of decode (accumulate) of a then accumulate of b (the server's aggregate)
 """
 
 from __future__ import annotations
@@ -134,44 +136,93 @@ def _signs(x, out):
 @cpu
 def natural_into_kernel(body, out, weight, add):
     """out_i = +-2^(field_i - 127), or out_i += fp32(weight times it) with ``add`` (exact, as the
-    reference's, for the weights 1, -1 and 1/2 a server and error feedback use). The branch on
-    ``add`` is outside the loops and the arithmetic fp32, so both loops vectorise."""
+    reference's, for the weights 1, -1 and 1/2 a server and error feedback use)."""
+    _into(body, None, out, weight, add)
+
+
+@cpu
+def natural_pair_kernel(a, b, out, add):
+    """out_i = va_i + vb_i, or (out_i + va_i) + vb_i with ``add`` (v the +-2^(field_i - 127) of each
+    body): natural_into_kernel of a (weight 1) then of b (weight 1, add), in one pass over out."""
+    _into(a, b, out, np.float32(1.0), add)
+
+
+@device_fn
+def _into(body, other, out, weight, add):
+    """out_i = +-2^(field_i - 127), or out_i += fp32(weight times it) with ``add``; where other (a
+    second body) is not None, plus fp32(weight times its +-2^(field_i - 127)) after that, in the same
+    pass over out. Without other its value is -0.0, which adds nothing (x + -0 = x for every x, -0
+    too) and folds away, as do the reads of the body standing in for other's."""
     d = out.size
-    fields = body[:d]
-    signs = body[d:]
     w = np.float32(weight)
-    words = d // 32
+    second = _either(other, body)
+    fields, signs, fields_other, signs_other = body[:d], body[d:], second[:d], second[d:]
+    # ``add`` a constant in each call, which LLVM folds into its loop (tested every 32 coordinates,
+    # the branch cost the single add 3-5% here)
     if add:
-        for k in range(words):
-            s, f, o = _word(signs, k), fields[32 * k : 32 * k + 32], out[32 * k : 32 * k + 32]
-            for j in range(32):
-                o[j] += w * _value(f[j], s & BIT[j])
+        _blocks(other, fields, signs, fields_other, signs_other, out, w, True)
     else:
-        for k in range(words):
-            s, f, o = _word(signs, k), fields[32 * k : 32 * k + 32], out[32 * k : 32 * k + 32]
-            for j in range(32):
-                o[j] = _value(f[j], s & BIT[j])
-    for i in range(32 * words, d):
-        v = _value(fields[i], np.uint32(signs[i // 8]) & BIT[i % 8])
-        if add:
-            out[i] += w * v
-        else:
-            out[i] = v
+        _blocks(other, fields, signs, fields_other, signs_other, out, w, False)
 
 
-# 32 coordinates per step, their sign bits in one uint32 word tested against a constant bit per
-# lane: the inner loop fills the vector registers in 32-bit lanes (a byte of 8 signs a step, or a
-# shift by a per-lane count, left numba's loops in 64-bit lanes or scalar).
+@device_fn
+def _blocks(other, fields, signs, fields_other, signs_other, out, w, add):
+    """_into over out, 32 coordinates a step (the last fewer), the arithmetic fp32: the loops vectorise."""
+    words = out.size // 32
+    for k in range(words):
+        _block(other, fields, signs, fields_other, signs_other, k, 32, out, w, add)
+    if out.size % 32:
+        _block(other, fields, signs, fields_other, signs_other, words, out.size % 32, out, w, add)
+
+
+@device_fn
+def _block(other, fields, signs, fields_other, signs_other, k, n, out, w, add):
+    """_into's coordinates 32k .. 32k + n - 1 (n <= 32). Their sign bits in one uint32 word, tested
+    against a constant bit per lane, fill the vector registers in 32-bit lanes (a byte of 8 signs a
+    step, or a shift by a per-lane count, left numba's loops in 64-bit lanes or scalar)."""
+    c, m = 32 * k, (n + 7) // 8
+    f, s, o = fields[c : c + n], _word(signs, k, m), out[c : c + n]
+    g, t = fields_other[c : c + n], _word(signs_other, k, m)
+    if add:
+        for j in range(n):
+            o[j] = (o[j] + w * _value(f[j], _bit(s, j))) + _second(other, g[j], _bit(t, j), w)
+    else:
+        for j in range(n):
+            o[j] = _value(f[j], _bit(s, j)) + _second(other, g[j], _bit(t, j), w)
+
+
 BIT = np.array([1 << j for j in range(32)], dtype=np.uint32)
 
 
 @device_fn
-def _word(signs, k):
-    """Sign bytes 4k .. 4k + 3 as one little-endian uint32."""
+def _bit(word, j):
+    """Bit j of a sign word, as uint32 (numba's & gives 64 bits, which left the lane test in 64-bit lanes)."""
+    return np.uint32(word & BIT[j])
+
+
+@device_fn
+def _word(signs, k, m):
+    """Sign bytes 4k .. 4k + m - 1 (m <= 4) as one little-endian uint32."""
     w = np.uint32(0)
-    for b in range(4):
+    for b in range(m):
         w |= np.uint32(np.uint32(signs[4 * k + b]) << np.uint32(8 * b))
     return w
+
+
+@device_fn
+def _either(other, body):
+    """other, or body (read in its place, the values unused) where other is None."""
+    if other is None:
+        return body
+    return other
+
+
+@device_fn
+def _second(other, field, bit, w):
+    """fp32(w times the value) of the second body; -0.0 (nothing added) without one."""
+    if other is None:
+        return np.float32(-0.0)
+    return w * _value(field, bit)
 
 
 @device_fn
@@ -216,7 +267,6 @@ def natural_encode(x: torch.Tensor, key: int | None, body: torch.Tensor, values:
 
 def natural_into(body: torch.Tensor, out: torch.Tensor, weight: float, add: bool) -> None:
     """out = C(x) (add False) or out += weight C(x) (add True) from a natural body, in out's dtype."""
-    d = out.numel()
     if gpu.available(out, body) and out.dtype == torch.float32 and out.is_contiguous() and body.is_contiguous():
         from psgd.kernels.triton import natural
 
@@ -227,7 +277,30 @@ def natural_into(body: torch.Tensor, out: torch.Tensor, weight: float, add: bool
         natural_into_kernel(np_view(body), np_view(out), np_view(out).dtype.type(weight), add)
 
     def reference():
-        put_ref(values_ref(body[:d], unpack_bits(body[d:], d), out.dtype), out, weight, add)
+        _into_ref(body, out, weight, add)
 
     fast = out.dtype in (torch.float32, torch.float64) and out.is_contiguous()
     run(natural_into_kernel, (body, out), compiled, reference) if fast else reference()
+
+
+def natural_add_pair(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, start: bool) -> None:
+    """out = C(a) + C(b) with ``start``, else (out + C(a)) + C(b), from two natural bodies: the floats
+    of natural_into of a (weight 1, add = not start) then of b (weight 1, add), in one pass over out
+    (fp32 on the CPU; the caller takes other dtypes and CUDA to natural_into), else those two adds
+    by the references."""
+
+    def compiled():
+        natural_pair_kernel(np_view(a), np_view(b), np_view(out), not start)
+
+    def reference():
+        _into_ref(a, out, 1.0, not start)
+        _into_ref(b, out, 1.0, True)
+
+    fast = out.dtype == torch.float32 and out.is_contiguous()
+    run(natural_pair_kernel, (a, b, out), compiled, reference) if fast else reference()
+
+
+def _into_ref(body: torch.Tensor, out: torch.Tensor, weight: float, add: bool) -> None:
+    """natural_into in plain torch (any device)."""
+    d = out.numel()
+    put_ref(values_ref(body[:d], unpack_bits(body[d:], d), out.dtype), out, weight, add)
