@@ -180,7 +180,7 @@ def _chunk_key(k0, start):
 
 
 @device_fn
-def _uniform_bytes(x, inv, s, k0, k1, start, out, values, rest, step):
+def _uniform_bytes(x, inv, s, k0, k1, start, out, values, feedback, step):
     """_uniform_codes for s < 128 with a carry for the draw: Q = s y 2^24 (fp32 s y scaled exactly:
     where s y is subnormal both round to level 0 or 1, up iff r = 0), and floor(Q 2^-24) +
     (r < Q mod 2^24) = (ceil(Q) + 2^24 - 1 - r) >> 24, in 32-bit lanes (Q < 2^31). The cap after
@@ -193,11 +193,14 @@ def _uniform_bytes(x, inv, s, k0, k1, start, out, values, rest, step):
         v = x[j]
         q = np.uint32(np.int32(np.ceil(min(abs(v) * inv * scale, scale))))
         out[j] = _carry(q, FLIP, kc, k1, j, v < 0)
-        _reconstruct(out[j], v, j, np.int32(0), False, step, values, rest)
+        if values is not None:
+            values[j] = _value(out[j], np.int32(0), False, step)
+        if feedback is not None:
+            x[j] = v - _value(out[j], np.int32(0), False, step)
 
 
 @device_fn
-def _natural_bytes(x, inv, s, k0, k1, start, out, values, rest, norm):
+def _natural_bytes(x, inv, s, k0, k1, start, out, values, feedback, norm):
     """out[j] = level << 1 | (x_j < 0) of natural dithering for s < 128, the draw a carry as in
     _uniform_bytes: below 2^(1-s), level (ceil(y 2^(s-1) 2^24) + 2^24 - 1 - r) >> 24 (both scalings
     exact); from 2^(1-s) (normal), with y = 2^(e-127)(1 + m 2^-23), level e - 127 + s + (r < 2m) =
@@ -219,30 +222,23 @@ def _natural_bytes(x, inv, s, k0, k1, start, out, values, rest, norm):
         else:
             z = np.uint32(np.float32(y).view(np.uint32) << np.uint32(1))
         out[j] = _carry(z, flip, kc, k1, j, v < 0)
-        _reconstruct(out[j], v, j, np.int32(127 - s), True, norm, values, rest)
-
-
-@device_fn
-def _reconstruct(code, v, j, bias, natural, scale, values, rest):
-    """C(x)_j = +-value(level_j) from the code just made, where asked: into values[j], and rest[j] =
-    x_j - C(x)_j (error feedback's new error, rest being x itself). Each None is pruned at compile time."""
-    if values is not None or rest is not None:
-        c = _value(code, bias, natural, scale)
         if values is not None:
-            values[j] = c
-        if rest is not None:
-            rest[j] = v - c
+            values[j] = _value(out[j], np.int32(127 - s), True, norm)
+        if feedback is not None:
+            x[j] = v - _value(out[j], np.int32(127 - s), True, norm)
 
 
 @device_fn
-def _bytes(x, inv, s, natural, k0, k1, start, out, values, rest, scale):
+def _bytes(x, inv, s, natural, k0, k1, start, out, values, feedback, scale):
     """The codes of a chunk as bytes; and values[j] = +-value(level_j) unless None, the floats of
-    dither_into_kernel with scale, computed from each code as it is made (C(x) for error feedback),
-    and x_j - C(x)_j into rest[j] unless None."""
+    dither_into_kernel with scale, computed from each code as it is made (C(x) for error feedback);
+    x_j <- x_j - C(x)_j unless feedback is None (a compile-time switch: any array turns it on; the
+    store goes to x itself, which LLVM vectorises, where a second array aliasing x made it check at
+    run time and fall back to scalar code, 4x slower)."""
     if natural:
-        _natural_bytes(x, inv, s, k0, k1, start, out, values, rest, scale)
+        _natural_bytes(x, inv, s, k0, k1, start, out, values, feedback, scale)
     else:
-        _uniform_bytes(x, inv, s, k0, k1, start, out, values, rest, scale)
+        _uniform_bytes(x, inv, s, k0, k1, start, out, values, feedback, scale)
 
 
 @device_fn
@@ -265,18 +261,16 @@ def _spread(v, w):
 @cpu
 def dither_encode_kernel(x, inv, s, natural, k0, k1, w, body, scale, values, feedback):
     """body = the codes of fp32 x packed at width w <= 8; and values = C(x) unless None, the floats
-    dither_into_kernel gives with scale; with ``feedback`` (a compile-time True or None), x <- x - C(x)."""
+    dither_into_kernel gives with scale; x <- x - C(x) unless feedback is None (see _bytes)."""
     d = x.size
     codes = np.zeros(CHUNK, dtype=np.uint8)
     words = codes.view(np.uint64)
     for c in range(0, d, CHUNK):
         n = min(CHUNK, d - c)
-        chunk = x[c : c + n]
-        rest = None if feedback is None else chunk
         if values is not None:
-            _bytes(chunk, inv, s, natural, k0, k1, c, codes, values[c : c + n], rest, scale)
+            _bytes(x[c : c + n], inv, s, natural, k0, k1, c, codes, values[c : c + n], feedback, scale)
         else:
-            _bytes(chunk, inv, s, natural, k0, k1, c, codes, None, rest, scale)
+            _bytes(x[c : c + n], inv, s, natural, k0, k1, c, codes, None, feedback, scale)
         codes[n:] = 0
         for g in range(CHUNK // 8):
             words[g] = _merge(words[g], w)
@@ -335,8 +329,8 @@ def dither_encode(
         reconstructs = values is not None or feedback
         scale = _like(x, _scale(table, s, natural)) if reconstructs else np.float32(0.0)
         bits = None if values is None else np_view(values)
-        args = np.float32(inv), s, natural, k0, k1, width(s), np_view(body), scale, bits, True if feedback else None
-        dither_encode_kernel(np_view(x), *args)
+        args = np.float32(inv), s, natural, k0, k1, width(s), np_view(body), scale, bits
+        dither_encode_kernel(np_view(x), *args, np_view(x) if feedback else None)
 
     def reference():
         levels, negative = levels_ref(x, inv, key, s, natural), x < 0
