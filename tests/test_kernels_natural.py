@@ -60,6 +60,31 @@ def test_encode_reconstruct_is_the_decode_of_its_message(monkeypatch, spec, d):
             assert same_bits(q, c.decode(ref))
 
 
+@pytest.mark.parametrize("spec", ["natural", "natural_round"])
+@pytest.mark.parametrize("d", [*SIZES, 4095, 4096, 4097])
+@pytest.mark.parametrize("with_out", [False, True])
+def test_encode_feedback_leaves_the_error_by_the_encoding_pass(monkeypatch, spec, d, with_out):
+    """encode_feedback's x <- x - C(x), written by the encoding pass, is accumulate(m, x, -1)
+    (x.sub_(C(x)) with out) bit for bit and its message encode's bytes, on both paths."""
+    c = make(spec)
+    for mode in ("", "reference"):
+        monkeypatch.setenv("PSGD_KERNELS", mode)
+        for seed in range(2):
+            x = vector(d, seed)
+            x = x[x.abs() < 2.0**100]  # in range
+            ref = c.encode(x, torch.Generator().manual_seed(seed))
+            want = x.clone()
+            if with_out:
+                want.sub_(c.decode(ref))
+            else:
+                c.accumulate(ref, want, -1.0)
+            out = torch.full_like(x, 7.0) if with_out else None
+            m, q = c.encode_feedback(x, torch.Generator().manual_seed(seed), out)
+            assert m.to_bytes() == ref.to_bytes()
+            assert same_bits(x, want)
+            assert q is out and (q is None or same_bits(q, c.decode(ref)))
+
+
 def test_fields_and_signs_read_from_the_body():
     x = torch.tensor([3.0, -0.0, 0.0, -5.0, 1e-45, 6.0, -1.0, 2.0, -7.0])
     m = make("natural_round").encode(x)

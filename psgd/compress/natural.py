@@ -66,11 +66,12 @@ class _Natural(Compressor):
     wire_bits = "9d"
     finite_by_own_pass = True  # the encoding pass returns max |x_i|: NaN/Inf iff x holds one
 
-    def _encode(self, x, generator, values=None):
-        """The body; and C(x) into ``values`` (x's dtype) where given, from the same pass."""
+    def _encode(self, x, generator, values=None, feedback=False):
+        """The body; and C(x) into ``values`` (x's dtype) where given, and with ``feedback`` x <- x - C(x),
+        from the same pass."""
         d = x.numel()
         body = torch.empty(d + packed_bytes(d), dtype=torch.uint8, device=x.device)
-        amax = natural_encode(x, draw_key(generator) if self.stochastic else None, body, values)
+        amax = natural_encode(x, draw_key(generator) if self.stochastic else None, body, values, feedback)
         if not math.isfinite(amax):  # max |x_i| of the encoding pass is NaN/Inf iff x holds one
             require_finite_input(x)
         check_range(amax, x.dtype, self.stochastic)
@@ -83,6 +84,16 @@ class _Natural(Compressor):
             return super().encode_reconstruct(x, generator, out)
         check_input(x, finite=False)  # as encode: the encoding pass refuses NaN/Inf
         _, body = self._encode(x, generator, out)
+        return Message(self.name, x.numel(), x.dtype, (), body), out
+
+    def encode_feedback(self, x, generator=None, out=None):
+        """encode(x) and x <- x - C(x) by the encoding pass itself (C(x) into out by it too, where given):
+        the floats of the default, no second pass over x. Where the pass refuses x (NaN/Inf, or a value
+        that rounds beyond range: NonFiniteError, the run diverged) x is left partly updated."""
+        if out is not None and (out.dtype != x.dtype or out.numel() != x.numel()):
+            return super().encode_feedback(x, generator, out)
+        check_input(x, finite=False)  # as encode: the encoding pass refuses NaN/Inf
+        _, body = self._encode(x, generator, out, feedback=True)
         return Message(self.name, x.numel(), x.dtype, (), body), out
 
     def _parse(self, m: Message) -> torch.Tensor:

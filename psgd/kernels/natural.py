@@ -66,9 +66,11 @@ def values_ref(field: torch.Tensor, negative: torch.Tensor, dtype: torch.dtype) 
 
 
 @cpu
-def natural_encode_kernel(x, k0, k1, stochastic, body, values):
+def natural_encode_kernel(x, k0, k1, stochastic, body, values, feedback):
     """body = fields then sign bits of C(x), x the bits of an fp32 vector (uint32), and values =
-    the bits of C(x) unless None; returns max |x_i| (bits)."""
+    the bits of C(x) unless None; x <- x - C(x) unless feedback is None (a compile-time switch: any
+    array; the store goes to x itself, which vectorises where a second array aliasing x would not);
+    returns max |x_i| (bits)."""
     d = x.size
     top = np.uint32(0)
     for c in range(0, d, CHUNK):
@@ -80,6 +82,8 @@ def natural_encode_kernel(x, k0, k1, stochastic, body, values):
         if values is not None:  # C(x) while x and the fields are in cache
             _values(x[c : c + n], body[c : c + n], values[c : c + n])
         _signs(x[c : c + n], body[d + c // 8 : d + (c + n + 7) // 8])
+        if feedback is not None:  # after the signs, which read x
+            _feedback(x[c : c + n], body[c : c + n])
     return top
 
 
@@ -116,6 +120,15 @@ def _values(x, fields, out):
     """The bits of C(x): the field as the exponent, x's sign bit (as decode reads them back)."""
     for j in range(np.int32(x.size)):
         out[j] = np.uint32(np.uint32(np.uint32(fields[j]) << np.uint32(23)) | np.uint32(x[j] & np.uint32(0x80000000)))
+
+
+@device_fn
+def _feedback(x, fields):
+    """x <- x - C(x) in fp32, x and C(x) as bits (the floats of x + (-1) C(x), as accumulate gives)."""
+    for j in range(np.int32(x.size)):
+        v = np.uint32(x[j]).view(np.float32)
+        c = _value(fields[j], np.uint32(x[j] & np.uint32(0x80000000)))
+        x[j] = np.float32(v - c).view(np.uint32)
 
 
 @device_fn
@@ -232,11 +245,14 @@ def _value(field, bit):
     return np.uint32(np.uint32(np.uint32(field) << np.uint32(23)) | sign).view(np.float32)
 
 
-def natural_encode(x: torch.Tensor, key: int | None, body: torch.Tensor, values: torch.Tensor | None = None) -> float:
+def natural_encode(
+    x: torch.Tensor, key: int | None, body: torch.Tensor, values: torch.Tensor | None = None, feedback: bool = False
+) -> float:
     """Write the body of x's message into body (d + ceil(d/8) uint8): C_nat with the uniforms of key
     (``rng.uniform(key, d, x)``), natural rounding when key is None; and C(x), the body's decode,
-    into ``values`` (x's dtype) where given. Returns max |x_i|: the caller refuses x that rounds
-    beyond its range (body and values are then meaningless)."""
+    into ``values`` (x's dtype) where given; with ``feedback``, x <- x - C(x) in place (the floats of
+    natural_into(body, x, -1, add=True)). Returns max |x_i|: the caller refuses x that rounds beyond
+    its range (body, values and x are then meaningless: the run diverged)."""
     d = x.numel()
     if gpu.available(x, body) and x.dtype in _TRITON_ENCODE and x.is_contiguous() and body.is_contiguous():
         from psgd.kernels.triton import natural
@@ -244,21 +260,29 @@ def natural_encode(x: torch.Tensor, key: int | None, body: torch.Tensor, values:
         top = natural.natural_encode(x, key, body)
         if values is not None:
             natural_into(body, values, 1.0, add=False)
+        if feedback:
+            natural_into(body, x, -1.0, add=True)
         return top
 
     def compiled():
         k0, k1 = rng.split(key or 0)
         bits = None if values is None else np_view(values).view(np.uint32)
-        top = natural_encode_kernel(np_view(x).view(np.uint32), k0, k1, key is not None, np_view(body), bits)
+        xb = np_view(x).view(np.uint32)
+        top = natural_encode_kernel(xb, k0, k1, key is not None, np_view(body), bits, xb if feedback else None)
         return float(np.uint32(top).view(np.float32))
 
     def reference():
         field, negative = fields_ref(x, None if key is None else rng.uniform(key, d, x))
         body[:d] = field
         body[d:] = pack_bits(negative)
-        if values is not None:
-            values.copy_(values_ref(field, negative, values.dtype))
-        return float(torch.linalg.vector_norm(x, ord=math.inf))
+        top = float(torch.linalg.vector_norm(x, ord=math.inf))
+        if values is not None or feedback:
+            c = values_ref(field, negative, x.dtype)
+            if values is not None:
+                values.copy_(c)
+            if feedback:
+                x.sub_(c)
+        return top
 
     fast = x.dtype == torch.float32 and x.is_contiguous()
     fast = fast and (values is None or (values.dtype == torch.float32 and values.is_contiguous()))
