@@ -5,6 +5,7 @@ included, for every codec, on the compiled kernels and on the torch references."
 import pytest
 import torch
 from compress_specs import SPECS, resolve
+from kernel_checks import same_bits
 
 from psgd.compress import make
 
@@ -18,10 +19,6 @@ def inputs() -> tuple[torch.Tensor, torch.Tensor]:
     a[5], b[5] = -0.0, -0.0
     b[100:110] = -a[100:110]  # sums that cancel to zero
     return a, b
-
-
-def bits(t: torch.Tensor) -> torch.Tensor:
-    return t.view(torch.int32)
 
 
 @pytest.mark.parametrize("paths", ["compiled", "reference"])
@@ -45,7 +42,7 @@ def test_a_pair_is_the_two_adds_bit_for_bit(spec, start, paths, monkeypatch):
     a, b = (c.from_bytes(bytearray(r), d=D, check_body=False) for r in raw)  # unchecked again
     got = base.clone()
     assert c.add_pair(a, b, got, start) is got
-    assert torch.equal(bits(got), bits(want))
+    assert same_bits(got, want)
 
 
 @pytest.mark.parametrize("spec", ["identity", "qsgd:s=16", "natural", "scaled_sign"])

@@ -6,6 +6,7 @@ and on the torch references."""
 import pytest
 import torch
 from compress_specs import SPECS, resolve
+from kernel_checks import same_bits
 
 from psgd.compress import make
 
@@ -18,10 +19,6 @@ def vector() -> torch.Tensor:
     x[4::9] = -0.0
     x[50] = 1e-40
     return x
-
-
-def bits(t: torch.Tensor) -> torch.Tensor:
-    return t.view(torch.int32)
 
 
 @pytest.mark.parametrize("paths", ["compiled", "reference"])
@@ -42,8 +39,8 @@ def test_feedback_is_the_error_update_bit_for_bit(spec, with_out, paths, monkeyp
     out = torch.full((D,), 7.0) if with_out else None
     got, q = c.encode_feedback(x, torch.Generator().manual_seed(1), out)
     assert got.to_bytes() == m.to_bytes()
-    assert torch.equal(bits(x), bits(want))
+    assert same_bits(x, want)
     if with_out:
-        assert torch.equal(bits(q), bits(decoded))
+        assert same_bits(q, decoded)
     else:
         assert q is None
