@@ -65,7 +65,8 @@ def test_compress_reports_the_codecs_counts_and_targets(capsys):
         assert x["bits"] == c.bits(m) and x["bits_per_coordinate"] == c.bits(m) / d
         assert x["body_bytes"] == math.ceil(c.bits(m) / 8) and x["header_bytes"] == m.header_len
         for k in ("encode", "decode", "decode_into", "accumulate", "parse", "to_bytes"):
-            assert x[f"{k}_ms"] > 0 and x[f"{k}_vs_copy"] == pytest.approx(x[f"{k}_ms"] / x["copy_ms"])
+            # one pair a figure: its copy took at least the best copy of all (copy_ms)
+            assert x[f"{k}_ms"] > 0 and 0 < x[f"{k}_vs_copy"] <= x[f"{k}_ms"] / x["copy_ms"] * (1 + 1e-9)
         assert all(t["meets_target"] == (x[k] <= t["at_most"]) for k, t in x["targets"].items())
     assert by_spec["identity"]["bits_per_coordinate"] == 32.0 and by_spec["identity"]["rel_error"] == 0.0
     assert by_spec["sign"]["bits_per_coordinate"] == 1.0
@@ -93,3 +94,24 @@ def test_break_even_by_hand():
     cheaper = RoundCost(0.001, 0.001, 0.001, 100, 200)
     assert break_even(cheaper, identity, 4) == math.inf and pays(math.inf) == "always"
     assert break_even(identity, codec, 4) == 0.0 and pays(0.0) == "never"
+
+
+def test_beside_gives_the_median_of_each_runs_time_over_its_copys(monkeypatch):
+    """Each run is timed right after a copy; the ratio is the median of the pairs' ratios, the times
+    the best of each: a copy slowed by other load in one pair moves the median, not the figure."""
+    from psgd.bench import compress
+
+    # (copy, codec) seconds per pair: the warm-up, then 5 pairs, one slowed throughout, one copy alone
+    pairs = [(1.0, 2.0), (1.0, 2.0), (2.0, 4.0), (1.0, 1.8), (0.5, 2.0), (1.0, 2.2)]
+    ticks, t = [], 0.0
+    for copy, codec in pairs[1:]:
+        ticks += [t, t + copy, t + copy + codec]
+        t += copy + codec
+    clock = iter(ticks)
+    monkeypatch.setattr(compress, "now", lambda device: next(clock))
+    calls = []
+    beside = compress.Beside(lambda: calls.append("copy"), 5, torch.device("cpu"))
+    best, ratio, out = beside.timed(lambda: calls.append("codec") or len(calls))
+    assert calls == ["codec"] + ["copy", "codec"] * 5 and out == 11
+    assert best == pytest.approx(1.8) and beside.reference_s == pytest.approx(0.5)
+    assert ratio == pytest.approx(2.0)  # ratios 2, 2, 1.8, 4, 2.2: median 2

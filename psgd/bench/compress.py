@@ -1,11 +1,11 @@
 """Compressor throughput beside a copy: encode, decode, accumulate and parse, in ms and in copies.
 
 For d = 11,173,962 (ResNet-18) by default, on the CPU and on CUDA when present. The reference
-is ``y.copy_(x)`` into a preallocated buffer (the speed of memory), timed before every run of
-every figure (``Beside``), so every ``*_vs_copy`` ratio compares runs under the same load.
-Each time is the best of --repeat runs after one warm-up, the device synchronised around each
-run: on a shared machine other processes only ever add time, so the minimum is the
-reproducible figure. Per compressor:
+is ``y.copy_(x)`` into a preallocated buffer (the speed of memory), timed right before every run
+of every figure (``Beside``): ``*_vs_copy`` is the median over the runs of each run's time over the
+copy's just before it, so both see the same load on a shared machine. ``*_ms`` is the best of
+--repeat runs after one warm-up, the device synchronised around each run: other processes only
+ever add time, so the minimum is the reproducible figure. Per compressor:
 
   encode            c.encode(x, generator)
   decode            c.decode(m), into a fresh tensor (maps new pages, as x.clone() does)
@@ -23,6 +23,7 @@ searches ~1/P random points per block, so it runs on its own smaller --spherical
 
 from __future__ import annotations
 
+import statistics
 import time
 
 import torch
@@ -91,20 +92,21 @@ def add_arguments(p) -> None:
 
 
 class Beside:
-    """Times calls alternately with a reference call (the copy), so that both run under the same load
-    on a shared machine: ``timed(fn)`` returns (best seconds, last result) over repeat runs after one
-    warm-up, the device synchronised, and ``reference_s`` is the reference's best over every run so
-    far. Each run's result is dropped before the next, as a sender drops a message once it is framed,
-    so a fresh output reuses the memory just freed (kept alive, the previous result made identity's
-    encode 1.6 copies instead of 1.1 on the 2-core VM here, with no page fault: two alternating
-    45 MB outputs against the copy's one reused buffer)."""
+    """Times each run of a figure right after a run of the reference (the copy), so that the two see
+    the same load, clock speed and cache: a shared machine's other tenants and the CPU's frequency
+    after wide vector code move both alike. ``timed(fn)`` gives (best seconds, median ratio of the
+    pairs, last result) over repeat pairs after one warm-up, the device synchronised; the median of
+    the per-pair ratios is the figure that stays put between runs (a best copy and a best codec
+    time taken minutes apart moved ratios by 30% here). Each run's result is dropped before the
+    next, as a sender drops a message once it is framed, so a fresh output reuses the memory just
+    freed."""
 
     def __init__(self, reference, repeat: int, device: torch.device) -> None:
         self.reference, self.repeat, self.device = reference, repeat, device
         self.reference_s = float("inf")
 
     def timed(self, fn):
-        out, best = fn(), float("inf")
+        out, best, ratios = fn(), float("inf"), []
         for _ in range(self.repeat):
             t0 = now(self.device)
             self.reference()
@@ -113,7 +115,8 @@ class Beside:
             out = fn()
             t2 = now(self.device)
             self.reference_s, best = min(self.reference_s, t1 - t0), min(best, t2 - t1)
-        return best, out
+            ratios.append((t2 - t1) / (t1 - t0))
+        return best, statistics.median(ratios), out
 
 
 def gbps(d: int, seconds: float) -> float:
@@ -122,31 +125,34 @@ def gbps(d: int, seconds: float) -> float:
 
 
 def bench_spec(spec: str, x: torch.Tensor, repeat: int) -> dict:
-    """One compressor, with a copy timed before each of its runs (and torch.topk for top-k codecs)."""
+    """One compressor, with a copy timed before and after it (and torch.topk for top-k codecs)."""
     c, d, device = make(spec), x.numel(), x.device
     g = torch.Generator(device=device)
     y = torch.empty_like(x)
     clock = Beside(lambda: y.copy_(x), repeat, device)
-    timed = clock.timed
-    seconds = {}
-    seconds["encode"], m = timed(lambda: c.encode(x, g.manual_seed(1)))  # x is drawn with seed 0
-    seconds["to_bytes"], data = timed(m.to_bytes)
-    received = bytearray(data)
-    seconds["parse"], p = timed(lambda: c.from_bytes(received, device, d=d))
-    seconds["decode"], decoded = timed(lambda: c.decode(p))
-    seconds["decode_into"], _ = timed(lambda: c.decode_into(p, y))
-    seconds["accumulate"], _ = timed(lambda: c.accumulate(p, y))
+    seconds, ratio = {}, {}
+
+    def timed(name: str, fn):
+        seconds[name], ratio[name], result = clock.timed(fn)
+        return result
+
+    m = timed("encode", lambda: c.encode(x, g.manual_seed(1)))  # x is drawn with seed 0
+    received = bytearray(timed("to_bytes", m.to_bytes))
+    p = timed("parse", lambda: c.from_bytes(received, device, d=d))
+    decoded = timed("decode", lambda: c.decode(p))
+    timed("decode_into", lambda: c.decode_into(p, y))
+    timed("accumulate", lambda: c.accumulate(p, y))
     topk_s = None
     if c.name in TOPK_CODECS:
         k = c.meta_layout(d)[0]
-        topk_s, _ = timed(lambda: torch.topk(x.abs(), k, sorted=False))
+        topk_s, _, _ = clock.timed(lambda: torch.topk(x.abs(), k, sorted=False))
     copy_s = clock.reference_s
     out = {
         "spec": spec,
         "d": d,
         "copy_ms": copy_s * 1e3,
         **{f"{k}_ms": s * 1e3 for k, s in seconds.items()},
-        **{f"{k}_vs_copy": s / copy_s for k, s in seconds.items()},
+        **{f"{k}_vs_copy": r for k, r in ratio.items()},
         **{f"{k}_GBps": gbps(d, seconds[k]) for k in ("encode", "decode_into", "accumulate")},
         "body_bytes": m.body_len,
         "header_bytes": m.header_len,
