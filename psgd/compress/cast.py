@@ -19,7 +19,7 @@ import torch
 from psgd.compress.base import Compressor, Message, magnitude, require_finite_input, require_fits
 from psgd.compress.registry import register
 from psgd.errors import NonFiniteError
-from psgd.kernels.cast import add_widened
+from psgd.kernels.cast import add_widened, add_widened_pair
 
 
 class _Cast(Compressor):
@@ -59,6 +59,14 @@ class _Cast(Compressor):
             out.add_(self._decode(m), alpha=weight)
         else:
             add_widened(self.parsed(m), out, weight)
+
+    def _add_pair(self, a: Message, b: Message, out: torch.Tensor, start: bool) -> None:
+        """Both bodies in one pass over an fp32 aggregate on the CPU (add_widened_pair): the parse
+        checked every value, nothing is left to the add; else one message after the other."""
+        if out.dtype == a.dtype == b.dtype == torch.float32 and out.device.type == "cpu" and out.is_contiguous():
+            add_widened_pair(self.parsed(a), self.parsed(b), out, start)
+        else:
+            super()._add_pair(a, b, out, start)
 
     def _bits(self, d):
         return 16 * d
