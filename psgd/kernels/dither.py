@@ -185,14 +185,17 @@ def _uniform_bytes(x, inv, s, k0, k1, start, out, values, feedback, step):
     where s y is subnormal both round to level 0 or 1, up iff r = 0), and floor(Q 2^-24) +
     (r < Q mod 2^24) = (ceil(Q) + 2^24 - 1 - r) >> 24, in 32-bit lanes (Q < 2^31). The cap after
     the scaling, min(|x| inv scale, scale) = min(y, 1) scale for scale > 0 (rounding is monotone),
-    is one vminps (before it, LLVM made a compare and a select); the sign a masked or. 23 AVX-512
-    instructions for 16 coordinates. values as in _bytes."""
+    is one vminps (before it, LLVM made a compare and a select); the sign a masked or. The flip is
+    FLIP made from s (s >> 31 = 0) so that LLVM, not knowing it, makes r's last xor and the flip one
+    vpternlogd, as in _natural_bytes (the constant became a not and an xor). 22 AVX-512 instructions
+    for 16 coordinates, 512-bit (psgd/kernels/width.py). values as in _bytes."""
     scale = np.float32(s) * TWO_24
+    flip = FLIP | np.uint32(np.uint32(s >> 31) << np.uint32(24))
     kc = _chunk_key(k0, start)
     for j in range(np.int32(x.size)):
         v = x[j]
         q = np.uint32(np.int32(np.ceil(min(abs(v) * inv * scale, scale))))
-        out[j] = _carry(q, FLIP, kc, k1, j, v < 0)
+        out[j] = _carry(q, flip, kc, k1, j, v < 0)
         if values is not None:
             values[j] = _value(out[j], np.int32(0), False, step)
         if feedback is not None:
