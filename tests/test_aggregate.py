@@ -170,3 +170,25 @@ def test_frames_in_rank_order_are_added_two_at_a_time(n, pairs, singles, monkeyp
         agg.add(w, [m])
         assert calls["pair"] + calls["single"] <= w  # nothing added twice, nothing before its turn
     assert calls == {"pair": pairs, "single": singles}
+
+
+@pytest.mark.parametrize("bad", [1, 2])
+def test_a_pair_without_a_pair_kernel_names_the_message_that_failed(bad, monkeypatch):
+    """Two messages of a codec with no pair kernel are added one after the other; whichever breaks
+    (here: its decode raises), the sender named is its own, found by check_body (a decode alone)."""
+    c = make("topk:ratio=0.05")
+    ms = messages("topk:ratio=0.05", False)[:2]
+    broken = ms[bad - 1]
+    real = type(c)._decode
+    monkeypatch.setattr(
+        type(c),
+        "_decode",
+        lambda self, m: (_ for _ in ()).throw(ValueError("broken")) if m is broken else real(self, m),
+    )
+    monkeypatch.setattr(type(c), "_accumulate", lambda self, m, out, w: out.add_(self._decode(m), alpha=w))
+    monkeypatch.setattr(type(c), "_decode_into", lambda self, m, out: out.copy_(self._decode(m)))
+    agg = Aggregator(2, D, torch.float32, torch.device("cpu"))
+    agg.start([c], 7)
+    agg.add(1, [ms[0]])
+    with pytest.raises(FrameError, match=f"malformed frame from rank {bad} in round 7: topk:ratio=0.05: ValueError: broken"):
+        agg.add(2, [ms[1]])

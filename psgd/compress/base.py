@@ -260,9 +260,10 @@ class Compressor(ABC):
         self._accumulate(b, out, 1.0)
 
     def check_body(self, m: Message) -> None:
-        """FrameError unless m's body passes the checks its parse left to its consumer (``unchecked``),
-        by a read of its own: which of two messages added in one pass failed. Nothing to check by
-        default (codecs with ``defers_body_check`` override it)."""
+        """FrameError (or what its own add would raise) unless m, read alone, can be added: which of two
+        messages added in one pass failed (only after a failure). By default a decode; codecs whose
+        parse leaves checks to the add (``defers_body_check``) make those checks instead."""
+        self.decode(m)
 
     def support(self, m: Message):
         """A key that is equal for two messages exactly when their values sit at the same indices
