@@ -224,8 +224,13 @@ class Compressor(ABC):
         return f"{self.name}:{','.join(params)}" if params else self.name
 
     def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> Message:
+        return self._message(x, generator)
+
+    def _message(self, x: torch.Tensor, generator: torch.Generator | None, *extra) -> Message:
+        """encode's message, ``_encode`` given extra arguments (where a codec's encoding pass also
+        writes C(x), or takes it off x: encode_reconstruct, encode_feedback)."""
         check_input(x, finite=not self.finite_by_own_pass)
-        meta, body = self._encode(x, generator)
+        meta, body = self._encode(x, generator, *extra)
         return Message(self.name, x.numel(), x.dtype, tuple(meta), body)
 
     def decode(self, m: Message) -> torch.Tensor:

@@ -34,7 +34,6 @@ from psgd.compress.base import (
     Compressor,
     Message,
     check_fits,
-    check_input,
     head_floats,
     largest,
     narrowest,
@@ -172,18 +171,14 @@ class _Dithering(Compressor):
         codes, the floats decode gives (no second read of the body); Elias coding decodes its message."""
         if self._elias or out is None or out.dtype != x.dtype or out.numel() != x.numel():
             return super().encode_reconstruct(x, generator, out)
-        check_input(x, finite=not self.finite_by_own_pass)
-        meta, body = self._encode(x, generator, out)
-        return Message(self.name, x.numel(), x.dtype, tuple(meta), body), out
+        return self._message(x, generator, out), out
 
     def encode_feedback(self, x, generator=None, out=None):
         """encode(x) and x <- x - C(x) from the encoding pass itself (fixed-length codes; C(x) into out
         by the same pass where given), the floats of the default: no second pass over x."""
         if self._elias or (out is not None and (out.dtype != x.dtype or out.numel() != x.numel())):
             return super().encode_feedback(x, generator, out)
-        check_input(x, finite=not self.finite_by_own_pass)
-        meta, body = self._encode(x, generator, out, feedback=True)
-        return Message(self.name, x.numel(), x.dtype, tuple(meta), body), out
+        return self._message(x, generator, out, True), out
 
     def _parse(self, m: Message):
         """The fp32 norm (fixed-length codes are read where they are used, once their levels are

@@ -25,7 +25,6 @@ import torch
 from psgd.compress.base import (
     Compressor,
     Message,
-    check_input,
     largest,
     narrowest,
     packed_bytes,
@@ -82,9 +81,7 @@ class _Natural(Compressor):
         of the body): the field as the exponent and x's sign bit, the bits decode gives."""
         if out is None or out.dtype != x.dtype or out.numel() != x.numel():
             return super().encode_reconstruct(x, generator, out)
-        check_input(x, finite=False)  # as encode: the encoding pass refuses NaN/Inf
-        _, body = self._encode(x, generator, out)
-        return Message(self.name, x.numel(), x.dtype, (), body), out
+        return self._message(x, generator, out), out
 
     def encode_feedback(self, x, generator=None, out=None):
         """encode(x) and x <- x - C(x) by the encoding pass itself (C(x) into out by it too, where given):
@@ -92,9 +89,7 @@ class _Natural(Compressor):
         that rounds beyond range: NonFiniteError, the run diverged) x is left partly updated."""
         if out is not None and (out.dtype != x.dtype or out.numel() != x.numel()):
             return super().encode_feedback(x, generator, out)
-        check_input(x, finite=False)  # as encode: the encoding pass refuses NaN/Inf
-        _, body = self._encode(x, generator, out, feedback=True)
-        return Message(self.name, x.numel(), x.dtype, (), body), out
+        return self._message(x, generator, out, True), out
 
     def _parse(self, m: Message) -> torch.Tensor:
         """The body (exponent fields, then sign bits), once no field stands for a power of two
