@@ -190,5 +190,6 @@ def test_a_pair_without_a_pair_kernel_names_the_message_that_failed(bad, monkeyp
     agg = Aggregator(2, D, torch.float32, torch.device("cpu"))
     agg.start([c], 7)
     agg.add(1, [ms[0]])
-    with pytest.raises(FrameError, match=f"malformed frame from rank {bad} in round 7: topk:ratio=0.05: ValueError: broken"):
+    text = f"malformed frame from rank {bad} in round 7: topk:ratio=0.05: ValueError: broken"
+    with pytest.raises(FrameError, match=text):
         agg.add(2, [ms[1]])
