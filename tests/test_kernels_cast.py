@@ -90,7 +90,7 @@ def test_accumulate_equals_reference(dtype, d, one_thread):
 def test_weights_take_their_paths(dtype, monkeypatch):
     """Weights +-1 run the kernel, any other weight torch's chunks (a fused multiply-add there)."""
     calls = []
-    kernel = cast.ADD[dtype]
+    kernel = cast.add_kernel
     monkeypatch.setattr(cast, "add_chunks", lambda *a: calls.append(a[2]))
     v, out = vector(100, dtype, 0), base(100, 1)
     for w in (1.0, -1.0, 0.5, 0.3):
@@ -125,7 +125,7 @@ def test_pair_is_the_two_adds(dtype, d, start, one_thread):
     got = first.clone()
     cast.add_widened_pair(a, b, got, start)
     assert same_bits(got, want)
-    assert not cast.PAIR[dtype].broken
+    assert not cast.pair_kernel.broken
 
 
 @pytest.mark.parametrize("paths", ["compiled", "reference"])
@@ -136,7 +136,7 @@ def test_codec_pair_and_accumulate(spec, start, paths, monkeypatch, one_thread):
     accumulate at +-1 equals out + decode(m) (the reference); PSGD_KERNELS=reference forces torch."""
     if paths == "reference":
         monkeypatch.setenv("PSGD_KERNELS", "reference")
-        for kernel in (*cast.ADD.values(), *cast.PAIR.values()):
+        for kernel in (cast.add_kernel, cast.pair_kernel):
             monkeypatch.setattr(kernel, "jit", None)  # would raise if called
     c = make(spec)
     d = 4097

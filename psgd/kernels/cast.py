@@ -47,42 +47,29 @@ def bf16_value(h, flip):
     return np.uint32(np.uint32(np.uint32(h) ^ flip) << np.uint32(16)).view(np.float32)
 
 
+@device_fn
+def widen(h, flip, half):
+    """The float32 of fp16 (``half``) or bf16 bits h ^ flip; ``half`` is one value for a whole kernel
+    call, a condition LLVM takes out of the loop."""
+    return fp16_value(h, flip) if half else bf16_value(h, flip)
+
+
 @cpu
-def add_fp16_kernel(values, out, flip):
-    """out += w * widened(values) (fp16 bits as uint16) for w = +-1: flip 0x8000 where w = -1 (w * v
-    is exact, -v the same float)."""
+def add_kernel(values, out, flip, half):
+    """out += w * widened(values) (16-bit patterns as uint16) for w = +-1: flip 0x8000 where w = -1
+    (w * v is exact, -v the same float)."""
     for i in range(out.size):
-        out[i] += fp16_value(values[i], flip)
+        out[i] += widen(values[i], flip, half)
 
 
 @cpu
-def add_bf16_kernel(values, out, flip):
-    """out += w * widened(values) (bf16 bits as uint16) for w = +-1: flip 0x8000 where w = -1."""
-    for i in range(out.size):
-        out[i] += bf16_value(values[i], flip)
-
-
-@cpu
-def pair_fp16_kernel(a, b, out, start):
-    """out = va + vb with ``start``, else (out + va) + vb (a, b: fp16 bits), one pass over out.
+def pair_kernel(a, b, out, start, half):
+    """out = va + vb with ``start``, else (out + va) + vb (a, b: 16-bit patterns), one pass over out.
     ``start`` is the same for every i: a select LLVM hoists, no branch per coordinate."""
     for i in range(out.size):
-        va = fp16_value(a[i], np.uint32(0))
+        va = widen(a[i], np.uint32(0), half)
         first = va if start else out[i] + va
-        out[i] = first + fp16_value(b[i], np.uint32(0))
-
-
-@cpu
-def pair_bf16_kernel(a, b, out, start):
-    """out = va + vb with ``start``, else (out + va) + vb (a, b: bf16 bits), one pass over out."""
-    for i in range(out.size):
-        va = bf16_value(a[i], np.uint32(0))
-        first = va if start else out[i] + va
-        out[i] = first + bf16_value(b[i], np.uint32(0))
-
-
-ADD = {torch.float16: add_fp16_kernel, torch.bfloat16: add_bf16_kernel}
-PAIR = {torch.float16: pair_fp16_kernel, torch.bfloat16: pair_bf16_kernel}
+        out[i] = first + widen(b[i], np.uint32(0), half)
 
 
 def bits(values: torch.Tensor):
@@ -93,7 +80,7 @@ def bits(values: torch.Tensor):
 def _compilable(values: torch.Tensor, out: torch.Tensor) -> bool:
     """fp16/bf16 values into fp32 out, both contiguous, of one size (the device is run's to check)."""
     return (
-        values.dtype in ADD
+        values.dtype in (torch.float16, torch.bfloat16)
         and out.dtype == torch.float32
         and values.numel() == out.numel()
         and values.is_contiguous()
@@ -122,12 +109,12 @@ def add_chunks(values: torch.Tensor, out: torch.Tensor, weight: float) -> None:
 def add_widened(values: torch.Tensor, out: torch.Tensor, weight: float) -> None:
     """out += weight * values, in place, one pass over out and values."""
     if weight in (1.0, -1.0) and _compilable(values, out):
-        kernel = ADD[values.dtype]
 
         def compiled():
-            kernel(bits(values), np_view(out), np.uint32(0x8000 if weight < 0 else 0))
+            flip = np.uint32(0x8000 if weight < 0 else 0)
+            add_kernel(bits(values), np_view(out), flip, values.dtype == torch.float16)
 
-        run(kernel, (values, out), compiled, lambda: add_chunks(values, out, weight))
+        run(add_kernel, (values, out), compiled, lambda: add_chunks(values, out, weight))
     else:
         add_chunks(values, out, weight)
 
@@ -145,11 +132,10 @@ def add_widened_pair(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, start:
         add_chunks(b, out, 1.0)
 
     if a.dtype == b.dtype and _compilable(a, out) and _compilable(b, out):
-        kernel = PAIR[a.dtype]
 
         def compiled():
-            kernel(bits(a), bits(b), np_view(out), bool(start))
+            pair_kernel(bits(a), bits(b), np_view(out), bool(start), a.dtype == torch.float16)
 
-        run(kernel, (a, b, out), compiled, reference)
+        run(pair_kernel, (a, b, out), compiled, reference)
     else:
         reference()
